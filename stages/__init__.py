@@ -1,0 +1,1 @@
+"""One small module per DVC stage: ``python -m stages.<name> ARGS`` (see dvc.yaml)."""

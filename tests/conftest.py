@@ -1,0 +1,109 @@
+"""Shared fixtures: small synthetic data made on the fly, and a temporary DVC project."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["fkd", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+
+os.environ.setdefault("DVCLIVE_TEST", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Overrides that make every stage tiny: CI may run on a machine doing ~15 img/s.
+TINY_PARAMS = {
+    "synthetic": {"n_train": 48, "n_test": 6},
+    "resnet": {"epochs": 1, "batch_size": 16, "widths": [8, 16], "stem_channels": 8, "blocks_per_stage": 1, "threads": 1},
+    "cnn": {"filters": [4, 8, 8], "dense": [16, 16], "threads": 1, "adam": {"epochs": 1}, "sgd": {"epochs": 1}},
+    "evaluate": {"grid_faces": 4, "worst_faces": 2},
+}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """Recursively merge ``new`` into ``base`` (in place) and return it."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command, returning its output; on failure the assertion shows stdout and stderr."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real ``dvc`` of this environment in ``cwd``."""
+    return run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, check=check, env=project_env())
+
+
+def project_env() -> dict:
+    """Environment for subprocesses: this venv's bin first on PATH, so dvc.yaml's `python` is ours."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("GIT_AUTHOR_NAME", "test")
+    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+    env.setdefault("GIT_COMMITTER_NAME", "test")
+    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+    return env
+
+
+def make_project(dest: Path, overrides: dict | None = None) -> Path:
+    """Copy the pipeline into ``dest`` as a fresh git+DVC repo with tiny params, committed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    deep_update(params, TINY_PARAMS)
+    deep_update(params, overrides or {})
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env()
+    run(["git", "init", "-q", "-b", "main"], cwd=dest, env=env)
+    run(["git", "add", "-A"], cwd=dest, env=env)
+    run(["git", "commit", "-q", "-m", "init"], cwd=dest, env=env)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A temporary git+DVC copy of this pipeline with tiny params."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """A small synthetic competition download (training.csv, test.csv, IdLookupTable.csv)."""
+    from fkd.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("raw")
+    write_dataset(out, n_train=120, n_test=12, partial_fraction=0.7, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def split_dir(synthetic_raw: Path, tmp_path_factory) -> Path:
+    """``synthetic_raw`` parsed and split like the pipeline does."""
+    from fkd.data import parse_raw, write_split
+
+    prepared = tmp_path_factory.mktemp("prepared")
+    parse_raw(synthetic_raw, prepared)
+    out = tmp_path_factory.mktemp("split")
+    write_split(prepared, out, val_fraction=0.25, seed=0)
+    return out
