@@ -73,10 +73,14 @@ def _parse_pixels(path: Path, images: list[bytes]) -> np.ndarray:
             n = text.count(b" ") + 1 if text else 0
             if n != N_PIXELS:
                 raise DataError(f"{path}: row {i + 1}: Image has {n} pixel values, expected {N_PIXELS}")
-            values = np.fromstring(text, dtype=np.int16, sep=" ")
+            try:
+                values = np.fromstring(text, dtype=np.int16, sep=" ")
+            except ValueError:  # numpy >= 2.3 raises where older versions warned and stopped early
+                values = np.zeros(0, np.int16)
             if values.size != N_PIXELS:
-                bad = text.split(b" ")[values.size].decode(errors="replace")
-                raise DataError(f"{path}: row {i + 1}: pixel {values.size + 1} is not a number: {bad!r}")
+                tokens = text.split(b" ")
+                j = next(k for k, t in enumerate(tokens) if not t.isdigit())
+                raise DataError(f"{path}: row {i + 1}: pixel {j + 1} is not a number: {tokens[j].decode(errors='replace')!r}")
             if values.min() < 0 or values.max() > 255:
                 j = int(np.flatnonzero((values < 0) | (values > 255))[0])
                 raise DataError(f"{path}: row {i + 1}: pixel {j + 1} is {int(values[j])}, outside 0-255")

@@ -120,3 +120,14 @@ def from_extended(outputs: np.ndarray, scheme_b: np.ndarray | bool) -> np.ndarra
         a, b = index(name), index(f"{name}_b", EXTENDED_NAMES)
         out[rows, 2 * a : 2 * a + 2] = outputs[rows, 2 * b : 2 * b + 2]
     return out
+
+
+def widen_to_extended(outputs: np.ndarray) -> np.ndarray:
+    """Outputs (N, 30) of a model without scheme heads -> (N, 34): scheme B reuses the scheme-A nose and lip."""
+    outputs = np.asarray(outputs)
+    out = np.empty((len(outputs), 2 * N_EXTENDED), dtype=outputs.dtype)
+    out[:, :N_COORDS] = outputs
+    for name in SCHEME_B_KEYPOINTS:
+        a, b = index(name), index(f"{name}_b", EXTENDED_NAMES)
+        out[:, 2 * b : 2 * b + 2] = outputs[:, 2 * a : 2 * a + 2]
+    return out

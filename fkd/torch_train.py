@@ -1,0 +1,177 @@
+"""Training loop for the ResNet: data kept on the device, batched augmentation, masked loss, dvclive logging."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fkd.augment import augment_batch
+from fkd.config import ResnetParams, to_dict
+from fkd.data import Part
+from fkd.io import atomic_path
+from fkd.keypoints import N_COORDS, N_EXTENDED, to_extended
+from fkd.resnet import CENTRE, KeypointResNet, masked_mse, to_pixels
+
+log = logging.getLogger("fkd.train_resnet")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; otherwise the named device (an error if it is not there)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("resnet.device is cuda but no CUDA device is available (set resnet.device: auto or cpu)")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed torch and numpy, make CPU kernels deterministic, and set the CPU thread count (0 = all cores)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+
+
+def targets_for(keypoints: np.ndarray, scheme_heads: bool) -> np.ndarray:
+    """Training targets in pixels: the extended (34) layout with scheme heads, Kaggle's 30 columns without."""
+    return to_extended(keypoints) if scheme_heads else np.asarray(keypoints, dtype=np.float32)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, p: ResnetParams, steps_per_epoch: int):
+    """A per-step LR scheduler for ``resnet.schedule``."""
+    total = p.epochs * steps_per_epoch
+    if p.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=max(total, 1), pct_start=p.warmup_fraction)
+    if p.schedule == "cosine":
+        warm = max(int(p.warmup_fraction * total), 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1)))
+        )
+    if p.schedule == "step":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: p.step_gamma ** ((s // steps_per_epoch) // p.step_size))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+def make_optimizer(model: torch.nn.Module, p: ResnetParams) -> torch.optim.Optimizer:
+    if p.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    if p.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, nesterov=True, weight_decay=p.weight_decay)
+
+
+@torch.no_grad()
+def predict_pixels(model: torch.nn.Module, images: torch.Tensor, normalized: bool, batch_size: int = 256) -> torch.Tensor:
+    """Pixel predictions for uint8 images (N, 1, 96, 96) already on the model's device."""
+    model.eval()
+    out = [to_pixels(model(images[i : i + batch_size].float() / 255).float(), normalized) for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """RMSE in pixels over finite targets."""
+    mask = torch.isfinite(target)
+    return float(torch.sqrt(((pred - torch.nan_to_num(target))[mask] ** 2).mean()))
+
+
+@dataclass
+class TrainResult:
+    best_val_rmse: float
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    images_per_second: float
+    device: str
+
+
+def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path, live=None) -> TrainResult:
+    """Train the ResNet on ``train``, early-stop on ``val`` RMSE, save the best weights to ``model_path``.
+
+    ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
+    """
+    seed_everything(p.seed, p.threads)
+    device = pick_device(p.device)
+    cuda = device.type == "cuda"
+    n_outputs = 2 * N_EXTENDED if p.scheme_heads else N_COORDS
+    config = {"n_outputs": n_outputs, "stem_channels": p.stem_channels, "widths": list(p.widths),
+              "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}
+    model = KeypointResNet(n_outputs, p.stem_channels, p.widths, p.blocks_per_stage).to(device)
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+
+    # The whole data set is small (3k-7k faces): keep it on the device as uint8.
+    x_train = torch.from_numpy(train.images).unsqueeze(1).to(device)
+    y_train = torch.from_numpy(targets_for(train.keypoints, p.scheme_heads)).to(device)
+    x_val = torch.from_numpy(val.images).unsqueeze(1).to(device)
+    y_val = torch.from_numpy(targets_for(val.keypoints, p.scheme_heads)).to(device)
+
+    steps_per_epoch = max(len(x_train) // p.batch_size, 1)
+    opt = make_optimizer(model, p)
+    sched = make_scheduler(opt, p, steps_per_epoch)
+    gen = torch.Generator(device=device).manual_seed(p.seed)
+    best = TrainResult(float("inf"), 0, 0, 0.0, 0.0, device_label(device))
+    seen, train_time = 0, 0.0
+    log.info("training on %s: %d train / %d val faces, %d outputs, %d epochs of %d steps",
+             best.device, len(x_train), len(x_val), n_outputs, p.epochs, steps_per_epoch)
+
+    for epoch in range(1, p.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(x_train), device=device, generator=gen)
+        losses = []
+        for step in range(steps_per_epoch):
+            idx = order[step * p.batch_size : (step + 1) * p.batch_size]
+            images, targets = augment_batch(x_train[idx].float() / 255, y_train[idx], p.augment, gen)
+            if p.normalize_targets:
+                targets = (targets - CENTRE) / CENTRE
+            images = images.contiguous(memory_format=memory_format)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and p.bf16):
+                outputs = model(images)
+            loss = masked_mse(outputs.float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.detach())
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        train_time += seconds
+        seen += steps_per_epoch * p.batch_size
+        train_loss = float(torch.stack(losses).mean())
+        val_rmse = masked_rmse(predict_pixels(model, x_val, p.normalize_targets), y_val)
+        lr = opt.param_groups[0]["lr"]
+        improved = val_rmse < best.best_val_rmse
+        log.info("epoch %3d/%d  loss %.5f  val RMSE %.3f px  %6.1f img/s  lr %.2e%s", epoch, p.epochs, train_loss, val_rmse,
+                 steps_per_epoch * p.batch_size / seconds, lr, "  *best" if improved else "")
+        if live is not None:
+            live.log_metric("train_loss", train_loss)
+            live.log_metric("val_rmse", val_rmse)
+            live.log_metric("lr", lr)
+            live.next_step()
+        best.epochs_run = epoch
+        if improved:
+            best.best_val_rmse, best.best_epoch = val_rmse, epoch
+            state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
+            with atomic_path(model_path) as tmp:
+                torch.save({"state_dict": state, "config": config, "params": to_dict(p), "val_rmse": val_rmse, "epoch": epoch}, tmp)
+        elif epoch - best.best_epoch >= p.patience:
+            log.info("early stop: no improvement for %d epochs", p.patience)
+            break
+    best.train_seconds = train_time
+    best.images_per_second = seen / train_time if train_time else 0.0
+    return best

@@ -1,0 +1,89 @@
+import hashlib
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fkd.data import DataError, load_part, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split
+from fkd.keypoints import COLUMNS, complete_mask
+from fkd.synthetic import make_dataset
+
+
+def write_training(tmp_path, df):
+    path = tmp_path / "training.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_dataset(n_train=8, n_test=3, partial_fraction=0.5, seed=5)
+
+
+def test_parse_matches_a_naive_reader(frames, tmp_path):
+    training = frames[0]
+    images, keypoints = parse_training_csv(write_training(tmp_path, training))
+    assert images.dtype == np.uint8 and images.shape == (8, 96, 96)
+    assert keypoints.dtype == np.float32 and keypoints.shape == (8, 30)
+    naive = np.stack([np.array(s.split(), dtype=int).reshape(96, 96) for s in training.Image])
+    np.testing.assert_array_equal(images, naive)
+    np.testing.assert_allclose(keypoints, training[list(COLUMNS)].to_numpy(np.float32), equal_nan=True)
+    assert np.isnan(keypoints).any()  # partial rows keep NaN
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda df: df.assign(Image=df.Image.where(df.index != 3, df.Image[3] + " 7")), r"row 4: Image has 9217 pixel values"),
+        (lambda df: df.assign(Image=df.Image.where(df.index != 2, df.Image[2].replace(" ", " 300 ", 1).rsplit(" ", 1)[0])), r"row 3: pixel 2 is 300, outside 0-255"),
+        (lambda df: df.assign(Image=df.Image.where(df.index != 1, "x" + df.Image[1][1:])), r"row 2: pixel 1 is not a number"),
+        (lambda df: df.rename(columns={"nose_tip_x": "nose_x"}), r"row 0 \(header\): missing column 'nose_tip_x'"),
+        (lambda df: df.drop(columns=["Image"]), r"missing column 'Image'"),
+        (lambda df: df.assign(nose_tip_x=df.nose_tip_x.astype(object).where(df.index != 5, "abc")), r"row 6: nose_tip_x is not a number"),
+    ],
+)
+def test_bad_training_rows_name_file_row_and_problem(frames, tmp_path, change, message):
+    path = write_training(tmp_path, change(frames[0].copy()))
+    with pytest.raises(DataError, match=message) as err:
+        parse_training_csv(path)
+    assert str(path) in str(err.value)
+
+
+def test_duplicate_image_id_is_an_error(frames, tmp_path):
+    test = frames[1].copy()
+    test.loc[2, "ImageId"] = 1
+    path = tmp_path / "test.csv"
+    test.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"test.csv: row 3: duplicate ImageId 1 \(first at row 1\)"):
+        parse_test_csv(path)
+
+
+def test_bad_input_leaves_no_output(frames, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames[0].to_csv(raw / "training.csv", index=False)
+    bad = frames[1].copy()
+    bad.loc[0, "Image"] = "1 2 3"
+    bad.to_csv(raw / "test.csv", index=False)
+    with pytest.raises(DataError):
+        parse_raw(raw, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists() or not any((tmp_path / "prepared").iterdir())
+
+
+def test_split_is_stratified_seeded_and_byte_identical(split_dir, synthetic_raw, tmp_path):
+    _, keypoints = parse_training_csv(synthetic_raw / "training.csv")
+    train_rows, val_rows = split_indices(keypoints, 0.25, seed=0)
+    assert len(np.intersect1d(train_rows, val_rows)) == 0 and len(train_rows) + len(val_rows) == len(keypoints)
+    frac_complete = complete_mask(keypoints).mean()
+    assert complete_mask(keypoints[val_rows]).mean() == pytest.approx(frac_complete, abs=0.05)
+    assert not np.array_equal(split_indices(keypoints, 0.25, seed=1)[1], val_rows)
+
+    # the same inputs and params give byte-identical files
+    prepared = tmp_path / "prepared"
+    parse_raw(synthetic_raw, prepared)
+    write_split(prepared, tmp_path / "again", 0.25, 0)
+    for f in sorted(split_dir.iterdir()):
+        assert hashlib.sha256(f.read_bytes()).digest() == hashlib.sha256((tmp_path / "again" / f.name).read_bytes()).digest()
+    val = load_part(split_dir, "val")
+    np.testing.assert_array_equal(val.rows, val_rows)

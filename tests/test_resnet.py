@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fkd.augment import augment_batch
+from fkd.config import AugmentParams, load_params, parse_params, to_dict
+from fkd.data import load_part
+from fkd.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
+from fkd.resnet import KeypointResNet, load_model_fn, masked_mse
+from fkd.synthetic import draw_face
+from fkd.torch_train import train_resnet
+from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc
+
+NO_AUG = AugmentParams(flip=False, rotate_deg=0.0, scale=0.0, shift_px=0.0, brightness=0.0, contrast=0.0)
+
+
+def tiny_resnet_params(**overrides):
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
+    deep_update(raw, {"resnet": overrides})
+    return parse_params(raw).resnet
+
+
+def test_masked_loss_counts_only_present_labels():
+    pred = torch.tensor([[1.0, 2.0, 3.0, 4.0]], requires_grad=True)
+    target = torch.tensor([[1.0, float("nan"), 5.0, float("nan")]])
+    loss = masked_mse(pred, target)
+    assert loss.item() == pytest.approx((0 + 4) / 2)
+    loss.backward()
+    assert pred.grad[0, 1] == 0 and pred.grad[0, 3] == 0 and pred.grad[0, 2] != 0
+
+
+def test_all_missing_batch_contributes_nothing_and_no_nan():
+    pred = torch.randn(3, 34, requires_grad=True)
+    loss = masked_mse(pred, torch.full((3, 34), float("nan")))
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(pred.grad).all() and (pred.grad == 0).all()
+
+
+def test_network_shapes_follow_params():
+    net = KeypointResNet(34)
+    assert net(torch.zeros(2, 1, 96, 96)).shape == (2, 34)
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in net.modules()) == 4  # shortcuts 32->64..->512
+    small = KeypointResNet(30, stem_channels=8, widths=(8, 16), blocks_per_stage=1)
+    assert small(torch.zeros(1, 1, 96, 96)).shape == (1, 30)
+
+
+def test_flip_lands_keypoints_on_the_flipped_features():
+    rng = np.random.default_rng(7)
+    faces = [draw_face(rng) for _ in range(8)]
+    images = torch.from_numpy(np.stack([f[0] for f in faces])).unsqueeze(1).float() / 255
+    kps = torch.from_numpy(to_extended(np.stack([f[1] for f in faces]).astype(np.float32)))
+    params = AugmentParams(**{**to_dict(NO_AUG), "flip": True})
+    out, moved = augment_batch(images, kps, params, torch.Generator().manual_seed(0))
+    flipped = [bool(torch.allclose(o, i.flip(-1), atol=1e-4)) for o, i in zip(out, images)]
+    assert any(flipped) and not all(flipped)
+    le, re = index("left_eye_center", EXTENDED_NAMES), index("right_eye_center", EXTENDED_NAMES)
+    for o, m, i, k, f in zip(out, moved.view(-1, 17, 2), images, kps.view(-1, 17, 2), flipped):
+        assert m[le, 0] > m[re, 0]  # subject's left eye stays on the image's right
+        for point in (le, re):  # the moved eye centre shows the pixel of the eye it came from
+            x, y = m[point].round().long()
+            x0, y0 = k[flip_permutation(EXTENDED_NAMES)[point] if f else point].round().long()
+            assert o[0, y, x] == pytest.approx(i[0, y0, x0].item(), abs=0.02)
+        if not f:
+            torch.testing.assert_close(m, k, equal_nan=True)
+
+
+def test_rotation_moves_keypoints_with_the_image_and_drops_points_that_leave():
+    rng = np.random.default_rng(1)
+    img, kp = draw_face(rng)
+    images = torch.from_numpy(img[None, None]).float() / 255
+    kps = torch.from_numpy(kp[None].astype(np.float32))
+    params = AugmentParams(flip=False, rotate_deg=20.0, scale=0.0, shift_px=0.0, brightness=0.0, contrast=0.0)
+    out, moved = augment_batch(images, kps, params, torch.Generator().manual_seed(3))
+    assert not torch.equal(out, images)
+    for point in ("left_eye_center", "right_eye_center", "nose_tip"):
+        x, y = moved.view(15, 2)[index(point)].round().long()
+        x0, y0 = kps.view(15, 2)[index(point)].round().long()
+        assert out[0, 0, y, x] == pytest.approx(images[0, 0, y0, x0].item(), abs=0.08)  # the same feature under it
+    shifted = AugmentParams(flip=False, rotate_deg=0.0, scale=0.0, shift_px=40.0, brightness=0.0, contrast=0.0)
+    moved_far = torch.cat([augment_batch(images, kps, shifted, torch.Generator().manual_seed(s))[1] for s in range(6)])
+    assert torch.isnan(moved_far).any()
+
+
+def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_resnet_params(epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
+    first = train_resnet(train, val, p, tmp_path / "a.pt")
+    second = train_resnet(train, val, p, tmp_path / "b.pt")
+    assert first.best_val_rmse == second.best_val_rmse and np.isfinite(first.best_val_rmse)
+    ckpt = torch.load(tmp_path / "a.pt", weights_only=False)
+    assert ckpt["config"]["n_outputs"] == 30 and ckpt["config"]["widths"] == [8, 16]
+    assert ckpt["params"]["optimizer"] == "adam" and ckpt["params"]["schedule"] == "step"
+    pred = load_model_fn(tmp_path / "a.pt")(val.images[:3])
+    assert pred.shape == (3, 34) and np.isfinite(pred).all()
+
+
+def test_stage_runs_through_dvc_repro(project):
+    dvc("repro", "train_resnet", cwd=project)
+    metrics = json.loads((project / "metrics/train_resnet/metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["device"] == "cpu" and metrics["best_val_rmse"] > 0
+    assert (project / "metrics/train_resnet/plots/metrics/val_rmse.tsv").exists()
+    assert (project / "models/resnet.pt").exists()
+    assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=project).stdout
