@@ -1,0 +1,253 @@
+"""download: the competition files -> ``data/raw`` (training.csv, test.csv, IdLookupTable.csv), checked.
+
+Sources (params ``data.source``):
+- ``kaggle``: the official client downloads the competition zip (see :mod:`fkd.kaggle_client`);
+- ``local``: ``data.path`` is that zip, or a folder with its files unpacked (training.csv and
+  test.csv directly, or still as training.zip and test.zip);
+- ``synthetic``: drawn faces (:func:`fkd.synthetic.write_dataset`).
+
+Kaggle's zip holds training.zip (-> training.csv), test.zip (-> test.csv), IdLookupTable.csv and
+SampleSubmission.csv; only the first three are kept. Every member is read to its end, which makes
+zipfile check its CRC, so a damaged or truncated archive is an error naming the file. Each CSV must
+carry Kaggle's header and at least one row. Everything is built in a temporary folder beside the
+output and renamed into place only after all checks passed: a failed run leaves no ``data/raw``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+from fkd.cli import StageError
+from fkd.config import DataParams, ParamsError, SyntheticParams
+from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError
+from fkd.kaggle_client import human_size
+from fkd.keypoints import COLUMNS
+
+log = logging.getLogger("fkd.download")
+
+#: The files the pipeline needs and the header each must have, in order.
+RAW_FILES: dict[str, tuple[str, ...]] = {
+    TRAIN_FILE: (*COLUMNS, "Image"),
+    TEST_FILE: ("ImageId", "Image"),
+    LOOKUP_FILE: ("RowId", "ImageId", "FeatureName", "Location"),
+}
+#: Kaggle ships these two zipped once more inside the competition zip.
+INNER_ZIPS: dict[str, str] = {TRAIN_FILE: "training.zip", TEST_FILE: "test.zip"}
+#: What reading a damaged zip can raise (bad CRC, truncated deflate stream, unknown method, ...).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError)
+
+
+def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Fetch, unpack and check the competition files into ``out_dir``; returns {file: {bytes, rows}}."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        raw = staging / "raw"
+        raw.mkdir()
+        log.info("source: %s", data.source)
+        if data.source == "kaggle":
+            from fkd.kaggle_client import download_competition
+
+            zip_path = download_competition(data.competition, staging / "download")
+            origins = unpack_competition_zip(zip_path, raw, label=f"downloaded {zip_path.name}")
+        elif data.source == "local":
+            origins = unpack_local(resolve_local_path(data.path), raw)
+        elif data.source == "synthetic":
+            log.info("drawing %d training and %d test faces (seed %d)", synthetic.n_train, synthetic.n_test, synthetic.seed)
+            write_dataset(raw, synthetic)
+            origins = {name: f"synthetic {name}" for name in RAW_FILES}
+        else:  # config.py allows only the three above
+            raise ParamsError(f"params: data.source must be kaggle, local or synthetic, got {data.source!r}")
+        summary = check_raw_dir(raw, origins)
+        _replace_dir(raw, out_dir, staging / "previous")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for path in sorted(out_dir.iterdir()):
+        rows = summary.get(path.name, {}).get("rows")
+        log.info("wrote %s: %s%s", path, f"{rows:,} rows, " if rows is not None else "", human_size(path.stat().st_size))
+    return summary
+
+
+def write_dataset(out_dir: Path, p: SyntheticParams) -> None:
+    from fkd.synthetic import write_dataset as draw
+
+    draw(out_dir, p.n_train, p.n_test, p.partial_fraction, p.seed)
+
+
+def resolve_local_path(path: str) -> Path:
+    """``data.path`` as a path; a relative one is relative to the project root (the stage's cwd)."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute():
+        resolved = Path.cwd() / resolved
+    if not resolved.exists():
+        raise StageError(
+            f"data.path: {path} does not exist (looked at {resolved}); set it to the competition zip "
+            "(facial-keypoints-detection.zip) or to a folder holding its files"
+        )
+    return resolved
+
+
+def unpack_local(path: Path, out_dir: Path) -> dict[str, str]:
+    """A competition zip or a folder -> the three CSVs in ``out_dir``; returns {file: where it came from}."""
+    if path.is_dir():
+        log.info("local: copying from folder %s", path)
+        return copy_competition_folder(path, out_dir)
+    log.info("local: unpacking %s: %s", path, human_size(path.stat().st_size))
+    return unpack_competition_zip(path, out_dir)
+
+
+def unpack_competition_zip(zip_path: str | Path, out_dir: str | Path, label: str | None = None) -> dict[str, str]:
+    """Kaggle's competition zip -> training.csv, test.csv, IdLookupTable.csv in ``out_dir``.
+
+    A CSV may sit in the zip directly or, as Kaggle ships it, inside training.zip/test.zip.
+    ``label`` names the zip in errors (default: its path). Returns {file: where it came from},
+    e.g. ``x.zip/training.zip/training.csv``.
+    """
+    zip_path, out_dir = Path(zip_path), Path(out_dir)
+    label = label or str(zip_path)
+    origins = {}
+    with _open_zip(zip_path, label) as zf:
+        for name in RAW_FILES:
+            member = _find_member(zf, name)
+            if member is not None:
+                _extract(zf, member, out_dir / name, label)
+                origins[name] = f"{label}/{member.filename}"
+                continue
+            inner = INNER_ZIPS.get(name)
+            inner_member = _find_member(zf, inner) if inner else None
+            if inner_member is None:
+                raise DataError(f"{label}: missing {name}{f' (or {inner})' if inner else ''}; the zip holds: {_listing(zf.namelist())}")
+            tmp = out_dir / f".{inner}"
+            try:
+                _extract(zf, inner_member, tmp, label)
+                origins[name] = _from_inner_zip(tmp, name, out_dir / name, f"{label}/{inner_member.filename}")
+            finally:
+                tmp.unlink(missing_ok=True)
+    return origins
+
+
+def copy_competition_folder(folder: str | Path, out_dir: str | Path) -> dict[str, str]:
+    """A folder with the unpacked competition files (CSVs, or training.zip/test.zip) -> ``out_dir``."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    origins = {}
+    for name in RAW_FILES:
+        inner = INNER_ZIPS.get(name)
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out_dir / name)
+            origins[name] = str(folder / name)
+        elif inner and (folder / inner).is_file():
+            origins[name] = _from_inner_zip(folder / inner, name, out_dir / name, str(folder / inner))
+        else:
+            holds = _listing(sorted(p.name for p in folder.iterdir()))
+            raise DataError(f"{folder}: missing {name}{f' (or {inner})' if inner else ''}; the folder holds: {holds}")
+    return origins
+
+
+def check_raw_dir(raw_dir: str | Path, origins: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+    """Check each CSV's header and that it has rows; returns {file: {bytes, rows}}.
+
+    ``origins`` names where each file came from, for the error messages.
+    """
+    raw_dir = Path(raw_dir)
+    origins = origins or {}
+    summary = {}
+    for name, expected in RAW_FILES.items():
+        path = raw_dir / name
+        label = origins.get(name, str(path))
+        if not path.is_file():
+            raise DataError(f"{label}: missing")
+        check_csv(path, expected, label)
+        summary[name] = {"bytes": path.stat().st_size, "rows": count_rows(path)}
+    return summary
+
+
+def check_csv(path: Path, expected: tuple[str, ...], label: str) -> None:
+    """The header must be ``expected`` exactly and at least one data row must follow."""
+    with open(path, "rb") as fh:
+        header = fh.readline(1 << 16)
+        first_row = fh.readline(1 << 16)
+    if not header.strip():
+        raise DataError(f"{label}: the file is empty")
+    found = tuple(c.strip().strip('"') for c in header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(","))
+    if found != expected:
+        shown = ", ".join(expected) if len(expected) <= 4 else f"{expected[0]}, {expected[1]}, ..., {expected[-1]}"
+        raise DataError(
+            f"{label}: header is not Kaggle's {path.name} header ({_header_difference(found, expected)}); "
+            f"expected {len(expected)} columns: {shown}"
+        )
+    if not first_row.strip():
+        raise DataError(f"{label}: no data rows after the header")
+
+
+def _header_difference(found: tuple[str, ...], expected: tuple[str, ...]) -> str:
+    for i, (f, e) in enumerate(zip(found, expected)):
+        if f != e:
+            return f"column {i + 1} is '{f}', expected '{e}'"
+    if len(found) < len(expected):
+        return f"column {len(found) + 1} '{expected[len(found)]}' is missing"
+    return f"unexpected column {len(expected) + 1} '{found[len(expected)]}'"
+
+
+def count_rows(path: Path) -> int:
+    """Data rows (lines after the header; the last line may lack its newline)."""
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return newlines - 1 + (last != b"\n")
+
+
+def _open_zip(path: Path, label: str) -> zipfile.ZipFile:
+    if path.stat().st_size == 0:
+        raise DataError(f"{label}: the file is empty")
+    try:
+        return zipfile.ZipFile(path)
+    except ZIP_ERRORS as exc:
+        raise DataError(f"{label}: not a valid zip file (truncated, damaged, or not a zip at all): {exc}") from None
+
+
+def _find_member(zf: zipfile.ZipFile, name: str) -> zipfile.ZipInfo | None:
+    """The member called ``name``, at the top or in a folder (a zip made by hand); the shallowest wins."""
+    matches = [
+        info for info in zf.infolist()
+        if not info.is_dir() and info.filename.rsplit("/", 1)[-1] == name and not info.filename.startswith("__MACOSX/")
+    ]
+    return min(matches, key=lambda info: info.filename.count("/")) if matches else None
+
+
+def _extract(zf: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, label: str) -> None:
+    """Copy one member out, reading it to the end so that zipfile checks its CRC."""
+    try:
+        with zf.open(member) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except ZIP_ERRORS as exc:
+        raise DataError(f"{label}: {member.filename} is damaged ({exc}); get the file again") from None
+
+
+def _from_inner_zip(inner_zip: Path, name: str, dest: Path, label: str) -> str:
+    with _open_zip(inner_zip, label) as zf:
+        member = _find_member(zf, name)
+        if member is None:
+            raise DataError(f"{label}: missing {name}; the zip holds: {_listing(zf.namelist())}")
+        _extract(zf, member, dest, label)
+    return f"{label}/{member.filename}"
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    if not names:
+        return "nothing"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _replace_dir(new: Path, out_dir: Path, previous: Path) -> None:
+    """Put ``new`` at ``out_dir``; an existing ``out_dir`` is moved to ``previous`` (then removed by the caller)."""
+    if out_dir.exists() or out_dir.is_symlink():
+        os.replace(out_dir, previous)
+    os.replace(new, out_dir)
