@@ -1,0 +1,336 @@
+"""Validation metrics of the trained models, their ensemble and a mean-shape baseline.
+
+Every row is scored in its own marking scheme (see :mod:`fkd.keypoints`): the targets are
+``to_extended(keypoints)`` (N, 34) and only finite targets count, so complete rows are compared
+with the scheme-A outputs and partial rows with the scheme-B nose tip and bottom lip.
+
+Metrics of one model variant (the flat keys of ``metrics/evaluate/<variant>.json``):
+
+- ``rmse``: root mean squared error over all labelled coordinates, pixels (Kaggle's score);
+  ``rmse_complete`` / ``rmse_partial``: the same over rows with all 30 labels / with only the 4;
+- ``mae``: mean absolute coordinate error, pixels;
+- ``nme``: per face, the mean point-to-point (Euclidean) error over its labelled points divided by
+  the face's true inter-ocular distance (left to right eye centre), averaged over the faces with
+  both eye centres labelled;
+- ``pck_05`` / ``pck_10``: over the labelled points of those faces, the fraction whose error is at
+  most 0.05 / 0.10 of the face's inter-ocular distance.
+
+A value that has no rows to average over (e.g. ``rmse_complete`` of a split without complete
+rows) is ``null``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fkd.config import EvaluateParams, ParamsError
+from fkd.data import Part
+from fkd.inference import ModelFn, ensemble, with_flip_tta
+from fkd.io import atomic_path, save_json
+from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, to_extended, widen_to_extended
+
+log = logging.getLogger("fkd.evaluate")
+
+#: The keys of every metrics file, in the order they are written.
+METRIC_KEYS: tuple[str, ...] = ("rmse", "rmse_complete", "rmse_partial", "mae", "nme", "pck_05", "pck_10")
+#: Keys that must be numbers; the others may be null when nothing was there to score.
+REQUIRED_KEYS: tuple[str, ...] = ("rmse", "mae")
+PCK_FRACTIONS = {"pck_05": 0.05, "pck_10": 0.10}
+#: The models whose outputs the ensemble averages, in the order of params ``ensemble.weights``.
+ENSEMBLE_MEMBERS: tuple[str, ...] = ("resnet", "cnn")
+MEAN_SHAPE = "mean_shape"
+#: Variants drawn on face grids and shown in the per-keypoint chart (TTA twins and the baseline are in the files).
+MODEL_VARIANTS: tuple[str, ...] = ("resnet", "cnn", "ensemble")
+
+_LEFT_EYE, _RIGHT_EYE = index("left_eye_center", EXTENDED_NAMES), index("right_eye_center", EXTENDED_NAMES)
+
+
+class MetricsSchemaError(ValueError):
+    """A metrics mapping that does not have the agreed keys and value ranges."""
+
+
+# --- metrics on arrays -------------------------------------------------------------------------
+
+
+def _points(coords: np.ndarray) -> np.ndarray:
+    return np.asarray(coords, dtype=np.float64).reshape(len(coords), -1, 2)
+
+
+def point_errors(pred: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Euclidean error (N, K) of each point; NaN where the target point is not labelled (x or y missing)."""
+    diff = _points(pred) - _points(targets)
+    return np.hypot(diff[..., 0], diff[..., 1])  # NaN propagates from missing targets
+
+
+def inter_ocular(targets: np.ndarray) -> np.ndarray:
+    """True distance (N,) between the left and right eye centres of extended targets; NaN where either is missing."""
+    pts = _points(targets)
+    return np.hypot(*(pts[:, _LEFT_EYE] - pts[:, _RIGHT_EYE]).T)
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if values.size else None
+
+
+def _rmse(diff: np.ndarray) -> float | None:
+    diff = diff[np.isfinite(diff)]
+    return float(np.sqrt(np.mean(diff**2))) if diff.size else None
+
+
+def score(pred: np.ndarray, keypoints: np.ndarray) -> dict[str, float | None]:
+    """The metrics of :data:`METRIC_KEYS` for extended predictions (N, 34) against Kaggle rows (N, 30)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    targets = to_extended(keypoints).astype(np.float64)
+    if pred.shape != targets.shape:
+        raise ValueError(f"predictions have shape {pred.shape}, expected {targets.shape} (extended layout)")
+    diff = pred - targets  # NaN where not labelled
+    complete = complete_mask(keypoints)
+    errors = point_errors(pred, targets)
+    iod = inter_ocular(targets)
+    faces = np.isfinite(iod) & (iod > 0)
+    with np.errstate(invalid="ignore"):
+        per_face_nme = np.nanmean(errors[faces], axis=1) / iod[faces] if faces.any() else np.zeros(0)
+    labelled = np.isfinite(errors[faces])
+    ratios = (errors[faces] / iod[faces, None])[labelled]
+    out = {
+        "rmse": _rmse(diff),
+        "rmse_complete": _rmse(diff[complete]),
+        "rmse_partial": _rmse(diff[~complete]),
+        "mae": _mean_or_none(np.abs(diff[np.isfinite(diff)])),
+        "nme": _mean_or_none(per_face_nme[np.isfinite(per_face_nme)]),
+    }
+    for key, fraction in PCK_FRACTIONS.items():
+        out[key] = _mean_or_none((ratios <= fraction).astype(np.float64))
+    return out
+
+
+def per_keypoint(pred: np.ndarray, keypoints: np.ndarray) -> list[dict]:
+    """Per extended point: RMSE over its labelled coordinates, mean Euclidean error, labelled count (points without labels are left out)."""
+    targets = to_extended(keypoints).astype(np.float64)
+    diff = _points(pred) - _points(targets)
+    errors = point_errors(pred, targets)
+    rows = []
+    for k, name in enumerate(EXTENDED_NAMES):
+        present = np.isfinite(errors[:, k])
+        if not present.any():
+            continue
+        rows.append({
+            "keypoint": name,
+            "rmse": float(np.sqrt(np.mean(diff[present, k] ** 2))),
+            "mean_error": float(errors[present, k].mean()),
+            "labelled": int(present.sum()),
+        })
+    return rows
+
+
+def per_image_error(pred: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Mean point-to-point error (N,) of each face over its labelled points, pixels (NaN for a face without any)."""
+    errors = point_errors(pred, to_extended(keypoints))
+    counts = np.isfinite(errors).sum(axis=1)
+    return np.where(counts > 0, np.nansum(errors, axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def check_metrics(metrics: dict, name: str = "metrics") -> dict:
+    """Raise :class:`MetricsSchemaError` unless ``metrics`` has exactly :data:`METRIC_KEYS` with valid values."""
+    if not isinstance(metrics, dict):
+        raise MetricsSchemaError(f"{name}: expected a mapping, got {type(metrics).__name__}")
+    keys = tuple(metrics)
+    if set(keys) != set(METRIC_KEYS):
+        missing = [k for k in METRIC_KEYS if k not in metrics]
+        extra = [k for k in keys if k not in METRIC_KEYS]
+        raise MetricsSchemaError(f"{name}: keys must be {', '.join(METRIC_KEYS)}; missing {missing}, unexpected {extra}")
+    for key in METRIC_KEYS:
+        value = metrics[key]
+        if value is None and key not in REQUIRED_KEYS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MetricsSchemaError(f"{name}: '{key}' must be a finite number{'' if key in REQUIRED_KEYS else ' or null'}, got {value!r}")
+        if value < 0:
+            raise MetricsSchemaError(f"{name}: '{key}' must not be negative, got {value!r}")
+        if key in PCK_FRACTIONS and value > 1:
+            raise MetricsSchemaError(f"{name}: '{key}' is a fraction and must be at most 1, got {value!r}")
+    return metrics
+
+
+# --- model variants ------------------------------------------------------------------------------
+
+
+def mean_shape_fn(train_keypoints: np.ndarray) -> ModelFn:
+    """Baseline model function: the training set's mean of each extended coordinate, for every face."""
+    targets = to_extended(train_keypoints)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column without labels has no mean
+        mean = np.nanmean(targets, axis=0)
+    # a scheme without training rows borrows the other scheme's points, like a 30-output model
+    mean = np.where(np.isfinite(mean), mean, widen_to_extended(mean[None, :N_COORDS])[0]).astype(np.float32)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.repeat(mean[None], len(images), axis=0)
+
+    return predict
+
+
+def _memoized(fn: ModelFn) -> ModelFn:
+    """``fn`` remembering its outputs by image content: TTA and ensemble variants reuse the base passes."""
+    cache: dict[bytes, np.ndarray] = {}
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images)
+        key = hashlib.blake2b(images.data, digest_size=16).digest() + repr(images.shape).encode()
+        if key not in cache:
+            cache[key] = np.asarray(fn(images))
+        return cache[key]
+
+    return predict
+
+
+def variant_predictors(models: dict[str, ModelFn], weights, tta_flip: bool, mean_shape: ModelFn | None = None) -> dict[str, ModelFn]:
+    """Model functions of every scored variant: each model, ``ensemble`` (when all of
+    :data:`ENSEMBLE_MEMBERS` are given, weighted by ``weights``), their ``<name>_tta`` flip-TTA twins
+    (the TTA ensemble averages TTA members, as the submit stage does) and ``mean_shape``."""
+    base = {name: _memoized(fn) for name, fn in models.items()}
+    variants = dict(base)
+    if all(m in base for m in ENSEMBLE_MEMBERS):
+        variants["ensemble"] = ensemble([base[m] for m in ENSEMBLE_MEMBERS], weights)
+    if tta_flip:
+        tta = {name: with_flip_tta(fn) for name, fn in base.items()}
+        variants.update({f"{name}_tta": fn for name, fn in tta.items()})
+        if "ensemble" in variants:
+            variants["ensemble_tta"] = ensemble([tta[m] for m in ENSEMBLE_MEMBERS], weights)
+    if mean_shape is not None:
+        variants[MEAN_SHAPE] = mean_shape
+    return variants
+
+
+# --- the evaluation ------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantResult:
+    """What one variant scored on the validation split."""
+
+    metrics: dict[str, float | None]
+    per_keypoint: list[dict]
+    image_errors: np.ndarray  # (N,) mean point error per face, pixels
+    predictions: np.ndarray  # (N, 34) extended layout
+
+
+def evaluate_models(models: dict[str, ModelFn], train: Part, val: Part, weights, tta_flip: bool) -> dict[str, VariantResult]:
+    """Score every variant of :func:`variant_predictors` (plus the mean-shape baseline) on ``val``."""
+    if len(val.images) == 0:
+        raise ValueError("the validation split is empty: nothing to evaluate")
+    predictors = variant_predictors(models, weights, tta_flip, mean_shape_fn(train.keypoints))
+    results = {}
+    for name, predict in predictors.items():
+        pred = np.asarray(predict(val.images), dtype=np.float64)
+        if pred.shape != (len(val.images), 2 * len(EXTENDED_NAMES)):
+            raise ValueError(f"model '{name}' returned shape {pred.shape}, expected ({len(val.images)}, {2 * len(EXTENDED_NAMES)})")
+        if not np.isfinite(pred).all():
+            raise ValueError(f"model '{name}' predicted non-finite keypoints for {int((~np.isfinite(pred)).any(axis=1).sum())} faces")
+        metrics = check_metrics(score(pred, val.keypoints), name)
+        results[name] = VariantResult(metrics, per_keypoint(pred, val.keypoints), per_image_error(pred, val.keypoints), pred)
+    return results
+
+
+def pick_grid_faces(errors: np.ndarray, n_faces: int, n_worst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of ``n_faces`` faces to draw: the ``n_worst`` worst, and the rest spread evenly over the
+    error ranking of the others (from the best to the typical). Returns (typical, worst)."""
+    order = np.argsort(-np.nan_to_num(errors, nan=-1.0), kind="stable")  # worst first
+    n_faces = min(n_faces, len(errors))
+    n_worst = min(n_worst, n_faces)
+    worst, rest = order[:n_worst], order[n_worst:][::-1]  # rest: best first
+    n_typical = n_faces - n_worst
+    typical = rest[np.linspace(0, len(rest) - 1, n_typical).round().astype(int)] if n_typical and len(rest) else rest[:0]
+    return typical, worst
+
+
+def check_evaluate_params(p: EvaluateParams) -> None:
+    if p.grid_faces < 1:
+        raise ParamsError(f"params: 'evaluate.grid_faces' must be at least 1, got {p.grid_faces}")
+    if not 0 <= p.worst_faces <= p.grid_faces:
+        raise ParamsError(f"params: 'evaluate.worst_faces' must be between 0 and evaluate.grid_faces ({p.grid_faces}), got {p.worst_faces}")
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Put the finished folder ``new`` at ``out_dir`` (the old one, with any stale files, goes)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_per_keypoint_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        lines = ["keypoint,rmse,mean_error,labelled"]
+        lines += [f"{r['keypoint']},{r['rmse']:.4f},{r['mean_error']:.4f},{r['labelled']}" for r in rows]
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: (None if v is None else round(v, 5)) for k, v in metrics.items()}
+
+
+def write_outputs(results: dict[str, VariantResult], val: Part, p: EvaluateParams, metrics_dir: str | Path, plots_dir: str | Path) -> None:
+    """Write ``metrics_dir/<variant>.json`` and, under ``plots_dir``, ``per_keypoint/<variant>.csv``,
+    ``faces/<model>.png`` (validation faces, true vs predicted) and ``error_histogram.png``.
+
+    Each folder is built aside and swapped in whole, so no stale variant survives a re-run.
+    """
+    from fkd import plots
+
+    metrics_dir, plots_dir = Path(metrics_dir), Path(plots_dir)
+    staged_metrics, staged_plots = _staging_dir(metrics_dir), _staging_dir(plots_dir)
+    try:
+        for name, result in results.items():
+            save_json(staged_metrics / f"{name}.json", check_metrics(_rounded(result.metrics), name))
+            write_per_keypoint_csv(staged_plots / "per_keypoint" / f"{name}.csv", result.per_keypoint)
+        scheme_b = ~complete_mask(val.keypoints)
+        for name in MODEL_VARIANTS:
+            if name not in results:
+                continue
+            result = results[name]
+            typical, worst = pick_grid_faces(result.image_errors, p.grid_faces, p.worst_faces)
+            faces = np.concatenate([typical, worst])
+            plots.face_grid(
+                staged_plots / "faces" / f"{name}.png",
+                val.images[faces],
+                val.keypoints[faces],
+                from_extended(result.predictions[faces], scheme_b[faces]),
+                [f"val row {val.rows[i]}: {result.image_errors[i]:.1f} px" for i in faces],
+                worst=np.arange(len(faces)) >= len(typical),
+                title=f"{name}: validation faces (true o, predicted x); last {len(worst)} are the worst",
+            )
+        shown = [n for n in (*MODEL_VARIANTS, "ensemble_tta", MEAN_SHAPE) if n in results]
+        plots.error_histogram(staged_plots / "error_histogram.png", {n: results[n].image_errors for n in shown})
+        _replace_dir(staged_metrics, metrics_dir)
+        _replace_dir(staged_plots, plots_dir)
+    finally:
+        shutil.rmtree(staged_metrics, ignore_errors=True)
+        shutil.rmtree(staged_plots, ignore_errors=True)
+
+
+def summary_table(results: dict[str, VariantResult]) -> str:
+    """The metrics as an aligned text table (variant × metric) for the log."""
+    width = max(len(n) for n in results)
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{k:>13}" for k in METRIC_KEYS)]
+    for name, r in results.items():
+        cells = ["-" if r.metrics[k] is None else f"{r.metrics[k]:.4f}" for k in METRIC_KEYS]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""submit: the Kaggle submission CSV from the test images (params submit, ensemble, data.competition).
+
+Usage: python -m stages.submit LOOKUP_CSV PREPARED_DIR MODELS_DIR SUBMISSION_CSV
+With ``submit.upload: true`` the file is then sent to Kaggle with the official client.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from fkd.cli import StageError, log, run_stage
+from fkd.config import load_params
+
+
+def main(argv: list[str]) -> None:
+    lookup_csv, prepared_dir, models_dir, out_csv = argv
+    p = load_params()
+    from fkd.inference import load_predictor
+    from fkd.submit import experiment_message, predict_locations, read_lookup, scheme_b_images, write_submission
+
+    lookup = read_lookup(lookup_csv)
+    test_images = np.load(Path(prepared_dir) / "test_images.npy")
+    test_ids = np.load(Path(prepared_dir) / "test_ids.npy")
+    try:
+        predict = load_predictor(p.submit.model, models_dir, p.ensemble.weights, p.submit.tta_flip)
+        locations = predict_locations(lookup, test_images, test_ids, predict)
+        write_submission(out_csv, lookup, locations)
+    except (FileNotFoundError, ValueError) as exc:
+        raise StageError(str(exc)) from None
+    schemes = scheme_b_images(lookup)
+    log.info("wrote %s: %d rows for %d test images (%d in scheme B, 8 features; %d in scheme A), model %s%s",
+             out_csv, len(lookup), len(schemes), sum(schemes.values()), len(schemes) - sum(schemes.values()),
+             p.submit.model, " + flip TTA" if p.submit.tta_flip else "")
+    if p.submit.upload:
+        from fkd.kaggle_client import submit_to_kaggle
+
+        message = experiment_message(p.submit.message, p.submit.model, p.submit.tta_flip)
+        submit_to_kaggle(out_csv, p.data.competition, message)
+    else:
+        log.info("not uploaded (submit.upload is false); to send it: dvc exp run -S submit.upload=true")
+
+
+if __name__ == "__main__":
+    run_stage(main)
