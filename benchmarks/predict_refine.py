@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fkd import faces  # noqa: E402
 from fkd.data import load_part  # noqa: E402
-from fkd.keypoints import N_EXTENDED, complete_mask, from_extended, index, to_extended  # noqa: E402
+from fkd.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
 
 LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
-#: skimage.data images without faces, used as canvas backgrounds.
+#: skimage.data images without human faces, used as canvas backgrounds (the coins bear small heads:
+#: a fair source of false boxes).
 BACKGROUNDS = ("brick", "grass", "gravel", "coffee", "rocket", "coins", "moon", "page", "text", "clock", "cell", "hubble_deep_field")
 
 
@@ -94,11 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--oracle", action="store_true", help="predict the true keypoints of each crop (checks the geometry)")
     ap.add_argument("--models", default="models")
     ap.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation (default: params submit.tta_flip)")
+    ap.add_argument("--detector", choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR)
+    ap.add_argument("--box-jitter", type=float, default=0.0,
+                    help="move each detected box by up to this fraction of its width and scale it by up to 1 +- this (a loose hand-drawn box)")
     ap.add_argument("--calibrate", action="store_true", help="print where the eyes sit in the detector's boxes")
     args = ap.parse_args(argv)
 
     part = load_part(args.split_dir, args.part)
     rng = np.random.default_rng(args.seed)
+    jitter_rng = np.random.default_rng(args.seed + 1)  # its own stream: the canvases stay those of a run without jitter
     order = rng.permutation(len(part.images))[: args.n]
     bgs = backgrounds()
     truth_ext = to_extended(part.keypoints[order]).reshape(len(order), N_EXTENDED, 2)
@@ -115,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         in_frame = np.mean([nme(scheme_points(p, t), t) for p, t in zip(framed, truth_ext)])
         print(f"model {kind}: NME on the original 96x96 faces {in_frame:.4f}")
 
-    detected, false_boxes, det_time, errors, calib = 0, 0, 0.0, [], []
+    detected, false_boxes, det_time, errors, calib, framing = 0, 0, 0.0, [], [], []
     for face_i, truth in zip(order, truth_ext):
         canvas, moved = make_canvas(part.images[face_i], truth, bgs, rng)
         t0 = time.perf_counter()
-        boxes = faces.detect_faces(faces.to_gray(canvas))
+        boxes = faces.detect_faces(faces.to_gray(canvas), args.detector)
         det_time += time.perf_counter() - t0
         box = matching_box(boxes, moved)
         false_boxes += len(boxes) - (box is not None)
@@ -127,25 +132,38 @@ def main(argv: list[str] | None = None) -> None:
             continue
         detected += 1
         mid, dist = (moved[LEFT] + moved[RIGHT]) / 2, np.hypot(*(moved[LEFT] - moved[RIGHT]))
-        calib.append([(mid[0] - box.centre[0]) / box.w, (mid[1] - box.centre[1]) / box.h, dist / box.w])
+        t = np.deg2rad(box.angle)
+        off = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (mid - box.centre)  # in the box's upright frame
+        calib.append([off[0] / box.w, off[1] / box.h, dist / box.w])
         if args.calibrate:
             continue
+        if args.box_jitter:
+            j = args.box_jitter
+            side = box.w * jitter_rng.uniform(1 - j, 1 + j)
+            cx, cy = box.centre + jitter_rng.uniform(-j, j, size=2) * box.w
+            box = faces.Box(cx - side / 2 + 0.5, cy - side / 2 + 0.5, side, side, box.angle)
+        eyes = faces.apply(faces.box_matrix(box, args.detector), moved[[LEFT, RIGHT]])
+        framing.append(np.hypot(*(eyes - [[66.0, 38.0], [30.0, 38.0]]).T).mean())
         if args.oracle:
             predict = lambda crops, matrices, moved=moved: np.stack([faces.apply(m, moved) for m in matrices])  # noqa: E731
         else:
             predict = faces.model_predictor(model_fn)
-        result = faces.locate_with(canvas, predict, boxes=[box], passes=3)[0]
+        result = faces.locate_with(canvas, predict, boxes=[box], passes=3, detector=args.detector)[0]
         errors.append([nme(scheme_points(p, moved), moved) for p in result.passes])
 
     n = len(order)
-    print(f"{args.part} faces: {n}, canvases 640x512, face scale x2-4, rotation +-20 deg, seed {args.seed}")
+    print(f"{args.part} faces: {n}, detector {args.detector}, canvases 640x512, face scale x2-4, rotation +-20 deg, seed {args.seed}")
     print(f"detection rate {detected / n:.3f} ({detected}/{n}); false boxes per canvas {false_boxes / n:.3f}; "
           f"detector {1000 * det_time / n:.0f} ms per canvas")
     calib = np.array(calib)
     if len(calib):
         med = np.median(calib, axis=0)
-        print(f"box calibration (median): eye dx {med[0]:+.3f} w, eye dy {med[1]:+.3f} h, eye distance {med[2]:.3f} w "
-              f"(in use: {faces.BOX_EYE_DX:+.3f}, {faces.BOX_EYE_DY:+.3f}, {faces.BOX_EYE_DISTANCE:.3f})")
+        spread = np.percentile(calib, 75, axis=0) - np.percentile(calib, 25, axis=0)
+        print(f"{args.detector} box calibration (median over {len(calib)}): eye dx {med[0]:+.3f} w, eye dy {med[1]:+.3f} h, "
+              f"eye distance {med[2]:.3f} w; interquartile ranges {spread.round(3).tolist()} (in use: {faces.BOX_EYES[args.detector]})")
+    if framing:
+        print(f"first crop: true eye centres {np.mean(framing):.2f} px (mean, in 96x96 crop pixels) from the training framing"
+              + (f" (boxes jittered by {args.box_jitter})" if args.box_jitter else ""))
     if errors:
         e = np.array(errors)
         for p, name in enumerate(["pass 1 (box crop)", "pass 2 (eye-framed, the default)", "pass 3"]):

@@ -13,7 +13,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["fkd", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
 
-os.environ.setdefault("DVCLIVE_TEST", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Overrides that make every stage tiny: CI may run on a machine doing ~15 img/s.

@@ -1,0 +1,364 @@
+"""The Keras/TensorFlow CNN: three conv blocks and two dense layers, trained in two phases.
+
+Phase 1 (:func:`train_adam`) trains from scratch with Adam; phase 2 (:func:`train_sgd`) loads
+phase 1's model and fine-tunes it with SGD. Both train on uint8 faces streamed through a
+``tf.data`` pipeline with batched horizontal-flip augmentation.
+
+The saved model is self-contained: it takes pixel values 0-255 (N, 96, 96, 1) and returns
+keypoints in pixels. Its last dense layer learns the targets divided by ``cnn.target_scale``
+(the published normalisation); a fixed ``Rescaling`` layer maps them back to pixels, and the
+loss divides the error by the same scale, so the training maths is that of normalised targets.
+Missing labels are NaN: :class:`MaskedHuber` and :class:`MaskedRMSE` count present ones only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from fkd.config import CnnParams, ParamsError  # noqa: E402
+from fkd.data import IMAGE_SIZE, Part  # noqa: E402
+from fkd.inference import ModelFn  # noqa: E402
+from fkd.io import atomic_path  # noqa: E402
+from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, flip_permutation, to_extended, widen_to_extended  # noqa: E402
+
+log = logging.getLogger("fkd.cnn")
+
+if keras.backend.backend() != "tensorflow":
+    raise RuntimeError(f"fkd.cnn needs Keras on the TensorFlow backend, but KERAS_BACKEND is {keras.backend.backend()!r}")
+
+#: Validation and prediction batch size (no gradients, so larger than training batches).
+EVAL_BATCH = 256
+
+
+# --- loss and metric -------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="fkd")
+class MaskedHuber(keras.losses.Loss):
+    """Huber loss of ``(pred - target) / scale`` over present (finite) targets only.
+
+    The sum is divided by the number of present coordinates in the batch; a batch without
+    any present coordinate gives 0, not NaN. Targets and predictions are in pixels.
+    """
+
+    def __init__(self, delta: float = 1.0, scale: float = 1.0, name: str = "masked_huber", **kwargs):
+        kwargs.setdefault("reduction", "sum")  # call() already returns the batch's scalar
+        super().__init__(name=name, **kwargs)
+        self.delta, self.scale = float(delta), float(scale)
+
+    def call(self, y_true, y_pred):
+        mask = tf.math.is_finite(y_true)
+        err = tf.abs(tf.where(mask, y_pred - tf.where(mask, y_true, 0.0), 0.0)) / self.scale
+        quad = tf.minimum(err, self.delta)
+        huber = 0.5 * quad * quad + self.delta * (err - quad)
+        count = tf.reduce_sum(tf.cast(mask, y_pred.dtype))
+        return tf.reduce_sum(huber) / tf.maximum(count, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "delta": self.delta, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="fkd")
+class MaskedRMSE(keras.metrics.Metric):
+    """Root mean squared error over all present (finite) target coordinates seen in an epoch."""
+
+    def __init__(self, name: str = "rmse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sum_sq = self.add_variable(shape=(), initializer="zeros", name="sum_sq")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        mask = tf.math.is_finite(y_true)
+        err = tf.where(mask, y_pred - tf.where(mask, y_true, 0.0), 0.0)
+        self.sum_sq.assign_add(tf.reduce_sum(err * err))
+        self.count.assign_add(tf.reduce_sum(tf.cast(mask, self.dtype)))
+
+    def result(self):
+        return tf.sqrt(self.sum_sq / tf.maximum(self.count, 1.0))
+
+
+def masked_rmse(pred: np.ndarray, target: np.ndarray) -> float:
+    """RMSE in pixels over the finite entries of ``target``."""
+    mask = np.isfinite(target)
+    return float(np.sqrt(np.mean((pred[mask] - target[mask]) ** 2))) if mask.any() else 0.0
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def n_outputs(scheme_heads: bool) -> int:
+    """34 outputs (extended layout) with scheme heads, Kaggle's 30 without."""
+    return 2 * N_EXTENDED if scheme_heads else N_COORDS
+
+
+def build_model(p: CnnParams, outputs: int) -> keras.Model:
+    """Conv blocks (Conv2D -> LeakyReLU -> MaxPool -> Dropout), Flatten, dense layers with LeakyReLU, linear head."""
+    if len(p.dropout) != len(p.filters):
+        raise ParamsError(f"params: 'cnn.dropout' must have one rate per cnn.filters entry ({len(p.filters)}), got {len(p.dropout)}")
+    x = inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="unit_range")(x)
+    for i, (filters, rate) in enumerate(zip(p.filters, p.dropout), start=1):
+        x = keras.layers.Conv2D(filters, p.kernel, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"act{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        x = keras.layers.Dropout(rate, name=f"drop{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(p.dense, start=1):
+        x = keras.layers.Dense(units, name=f"dense{i}")(x)
+        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"dense_act{i}")(x)
+    x = keras.layers.Dense(outputs, name="normalised_keypoints")(x)
+    out = keras.layers.Rescaling(p.target_scale, name="to_pixels")(x)
+    return keras.Model(inputs, out, name="fkd_cnn")
+
+
+def names_for(outputs: int) -> tuple[str, ...]:
+    """Keypoint names of a model's output layout."""
+    return EXTENDED_NAMES if outputs == 2 * N_EXTENDED else KEYPOINT_NAMES
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def targets_for(keypoints: np.ndarray, outputs: int, missing: str = "mask") -> np.ndarray:
+    """Pixel targets for a model with ``outputs`` outputs; ``missing="ffill"`` fills NaN from the previous row."""
+    y = to_extended(keypoints) if outputs == 2 * N_EXTENDED else np.asarray(keypoints, dtype=np.float32)
+    if missing == "ffill":
+        # The published recipe; leading rows with nothing above them stay NaN and are masked.
+        y = pd.DataFrame(y).ffill().to_numpy(dtype=np.float32)
+    return y
+
+
+def flip_batch(images: tf.Tensor, targets: tf.Tensor, flip: tf.Tensor, perm: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mirror the images (B, H, W, 1) where ``flip`` (B,) is true; their pixel targets swap left/right, x -> W-1-x."""
+    width = tf.cast(tf.shape(images)[2], targets.dtype)
+    pts = tf.reshape(targets, (-1, len(perm), 2))
+    pts = tf.gather(pts, perm, axis=1)
+    mirrored = tf.reshape(tf.stack([width - 1.0 - pts[..., 0], pts[..., 1]], axis=-1), tf.shape(targets))
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    targets = tf.where(flip[:, None], mirrored, targets)
+    return images, targets
+
+
+def train_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, flip: bool, threads: int) -> tf.data.Dataset:
+    """Shuffled batches of (float pixels (B, 96, 96, 1), pixel targets); half of each batch mirrored if ``flip``."""
+    perm = flip_permutation(names_for(targets.shape[1]))
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    # One fresh stateless seed per batch, different every epoch but fixed by ``seed``.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def prepare(batch, pair):
+        x, y = batch
+        x = tf.cast(x, tf.float32)
+        if flip:
+            coin = tf.random.stateless_uniform(tf.shape(x)[:1], seed=pair) < 0.5
+            x, y = flip_batch(x, y, coin, perm)
+        return x, y
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _with_threads(ds, threads).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, targets: np.ndarray, threads: int) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets)).batch(EVAL_BATCH)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return _with_threads(ds, threads).prefetch(tf.data.AUTOTUNE)
+
+
+def _with_threads(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
+    if threads:
+        opts = tf.data.Options()
+        opts.threading.private_threadpool_size = threads
+        ds = ds.with_options(opts)
+    return ds
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def configure(seed: int, threads: int) -> str:
+    """Seed everything, make ops deterministic, set CPU threads (0 = all cores); returns the device label."""
+    n = threads or len(os.sched_getaffinity(0))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # the TF runtime already started in this process (tests): keep its pools
+        log.debug("TensorFlow already initialised; thread counts unchanged")
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return "cpu"
+
+
+@dataclass
+class TrainResult:
+    best_val_rmse: float
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    images_per_second: float
+    device: str
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per epoch: one progress line on stderr and train_loss, val_loss, val_rmse, lr to dvclive."""
+
+    def __init__(self, epochs: int, images_per_epoch: int, live=None):
+        super().__init__()
+        self.epochs, self.images_per_epoch, self.live = epochs, images_per_epoch, live
+        self.train_seconds, self.epochs_run = 0.0, 0
+        self.history: list[dict] = []
+        self._start = self._train_end = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):  # validation starts: the epoch's training is done
+        if self._start and not self._train_end:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (self._train_end or time.perf_counter()) - self._start
+        self.train_seconds += seconds
+        self.epochs_run = epoch + 1
+        row = {
+            "train_loss": float(logs["loss"]),
+            "val_loss": float(logs["val_loss"]),
+            "val_rmse": float(logs["val_rmse"]),
+            "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        }
+        self.history.append(row)
+        log.info("epoch %3d/%d  loss %.6f  val_loss %.6f  val RMSE %.3f px  %6.1f img/s  lr %.2e", epoch + 1, self.epochs,
+                 row["train_loss"], row["val_loss"], row["val_rmse"], self.images_per_epoch / max(seconds, 1e-9), row["lr"])
+        if self.live is not None:
+            for name, value in row.items():
+                self.live.log_metric(name, value)
+            self.live.next_step()
+
+    def result(self, device: str) -> TrainResult:
+        rmse = [h["val_rmse"] for h in self.history]
+        best = int(np.argmin(rmse)) if rmse else 0
+        return TrainResult(
+            best_val_rmse=rmse[best] if rmse else float("nan"),
+            best_epoch=best + 1,
+            epochs_run=self.epochs_run,
+            train_seconds=self.train_seconds,
+            images_per_second=self.epochs_run * self.images_per_epoch / self.train_seconds if self.train_seconds else 0.0,
+            device=device,
+        )
+
+
+def _compile(model: keras.Model, optimizer, p: CnnParams) -> None:
+    model.compile(optimizer=optimizer, loss=MaskedHuber(p.huber_delta, p.target_scale), metrics=[MaskedRMSE()])
+
+
+def _fit(model, train: Part, val: Part, p: CnnParams, epochs: int, callbacks, live, missing: str) -> EpochLog:
+    outputs = model.output_shape[-1]
+    y_train = targets_for(train.keypoints, outputs, missing)
+    y_val = targets_for(val.keypoints, outputs)  # validation always scores present labels only
+    train_ds = train_dataset(train.images, y_train, p.batch_size, p.seed, p.flip, p.threads)
+    val_ds = eval_dataset(val.images, y_val, p.threads)
+    epoch_log = EpochLog(epochs, len(train.images), live)
+    log.info("training on %d faces (%d outputs, missing=%s, flip=%s), validating on %d", len(train.images), outputs,
+             missing, p.flip, len(val.images))
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[*callbacks, epoch_log], shuffle=False, verbose=0)
+    return epoch_log
+
+
+def train_adam(train: Part, val: Part, p: CnnParams, model_path: str | Path, live=None, callbacks=()) -> TrainResult:
+    """Phase 1: train from scratch with Adam, early-stop on val RMSE, save the best epoch's model."""
+    device = configure(p.seed, p.threads)
+    model = build_model(p, n_outputs(p.scheme_heads))
+    _compile(model, keras.optimizers.Adam(p.adam.lr), p)
+    stop = keras.callbacks.EarlyStopping("val_rmse", mode="min", patience=p.adam.patience, restore_best_weights=True)
+    epoch_log = _fit(model, train, val, p, p.adam.epochs, [stop, *callbacks], live, p.missing)
+    save_model(model, model_path)
+    return epoch_log.result(device)
+
+
+@dataclass
+class SgdResult(TrainResult):
+    adam_val_rmse: float  # the phase-1 model's val RMSE, measured before fine-tuning
+    improved_on_adam: bool
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save the architecture and weights without optimizer state or loss (a third of the size; loads anywhere)."""
+    bare = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
+    bare.set_weights(model.get_weights())
+    with atomic_path(path) as tmp:
+        bare.save(tmp)
+
+
+def load_for_finetune(path: str | Path, p: CnnParams) -> keras.Model:
+    """Phase 1's saved model, recompiled with SGD for phase 2."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: run the train_cnn_adam stage first")
+    model = keras.models.load_model(path, compile=False)
+    _compile(model, keras.optimizers.SGD(p.sgd.lr, momentum=p.sgd.momentum), p)
+    return model
+
+
+def evaluate_rmse(model: keras.Model, part: Part) -> float:
+    """Val RMSE in pixels over present labels."""
+    pred = model.predict(part.images[..., None].astype(np.float32), batch_size=EVAL_BATCH, verbose=0)
+    return masked_rmse(pred, targets_for(part.keypoints, pred.shape[1]))
+
+
+def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, model_path: str | Path, live=None,
+              callbacks=()) -> SgdResult:
+    """Phase 2: fine-tune phase 1's model with SGD; saves the best epoch, or phase 1's weights if none beat them."""
+    device = configure(p.seed, p.threads)
+    model = load_for_finetune(start_path, p)
+    start_weights = model.get_weights()
+    adam_rmse = evaluate_rmse(model, val)
+    log.info("phase 1 model %s: val RMSE %.3f px", start_path, adam_rmse)
+    with tempfile.TemporaryDirectory(prefix="cnn_sgd_") as tmp_dir:
+        best_path = Path(tmp_dir) / "best.weights.h5"
+        # Fresh callbacks: a reused EarlyStopping/checkpoint would carry phase 1's best value.
+        checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_rmse", mode="min", save_best_only=True,
+                                                     save_weights_only=True, initial_value_threshold=adam_rmse)
+        plateau = keras.callbacks.ReduceLROnPlateau("val_rmse", factor=p.sgd.plateau_factor, patience=p.sgd.plateau_patience,
+                                                    mode="min")
+        stop = keras.callbacks.EarlyStopping("val_rmse", mode="min", patience=p.sgd.patience)
+        epoch_log = _fit(model, train, val, p, p.sgd.epochs, [checkpoint, plateau, stop, *callbacks], live, p.missing)
+        result = epoch_log.result(device)
+        improved = best_path.exists()  # the checkpoint only saves epochs that beat phase 1
+        if improved:
+            model.load_weights(best_path)
+        else:
+            log.info("phase 2 did not improve on phase 1 (%.3f >= %.3f px): saving phase 1's weights", result.best_val_rmse, adam_rmse)
+            model.set_weights(start_weights)
+    save_model(model, model_path)
+    return SgdResult(**vars(result), adam_val_rmse=adam_rmse, improved_on_adam=bool(improved))
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def load_model_fn(path: str | Path) -> ModelFn:
+    """Model function of a saved CNN: uint8 images (N, 96, 96) -> keypoints (N, 34) in pixels."""
+    model = keras.models.load_model(path, compile=False)
+    outputs = model.output_shape[-1]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, dtype=np.float32)[..., None]
+        pred = model.predict(x, batch_size=EVAL_BATCH, verbose=0).astype(np.float32)
+        return pred if outputs == 2 * N_EXTENDED else widen_to_extended(pred)
+
+    return predict

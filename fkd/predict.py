@@ -1,0 +1,271 @@
+"""Keypoints on any photo: ``python -m fkd.predict PHOTO_OR_FOLDER... [--model resnet|cnn|ensemble] [--out DIR]``.
+
+Finds the faces (see fkd.faces), predicts the 15 keypoints with the trained models and writes,
+into ``--out``: one overlay PNG per photo (face box in yellow; the subject's left points in
+orange, right points in blue, centre points in green) and ``keypoints.csv`` for the whole run:
+``image,face,box_x,box_y,box_w,box_h`` and training.csv's 30 keypoint columns, in the photo's
+pixel coordinates. A photo without a face gets one row with empty keypoints (and a warning);
+an unreadable photo is reported and skipped, and the exit code is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fkd import faces
+from fkd.cli import StageError, run_stage
+from fkd.io import atomic_path
+from fkd.keypoints import COLUMNS, KEYPOINT_NAMES
+
+log = logging.getLogger("fkd.predict")
+
+CSV_NAME = "keypoints.csv"
+CSV_COLUMNS = ("image", "face", "box_x", "box_y", "box_w", "box_h", *COLUMNS)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
+#: Overlay colours (RGB): face box, subject's left, subject's right, centre line.
+BOX_COLOUR, LEFT_COLOUR, RIGHT_COLOUR, CENTRE_COLOUR = (255, 221, 0), (255, 136, 0), (0, 160, 255), (0, 200, 90)
+#: Overlays are drawn at least this big (small faces are enlarged) and at most this big.
+OVERLAY_MIN_SIDE, OVERLAY_MAX_SIDE = 480, 2048
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m fkd.predict", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    ap.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="image files, or folders of them (not searched recursively)")
+    ap.add_argument("--model", choices=["resnet", "cnn", "ensemble"], help="default: params.yaml submit.model")
+    ap.add_argument("--models", default="models", help="folder with resnet.pt / cnn_sgd.keras (default: models)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default model, ensemble weights, flip TTA)")
+    ap.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    ap.add_argument("--box", action="append", type=_box, metavar="x,y,w,h",
+                    help="a face box in photo pixels instead of detection; repeat for several faces (applies to every photo)")
+    ap.add_argument("--no-detect", action="store_true", help="each photo is already a face framed like Kaggle's 96x96 images: predict on it as it is")
+    ap.add_argument("--no-refine", action="store_true", help="one pass on the detector's crop, no re-crop from the predicted eyes")
+    ap.add_argument("--detector", choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
+                    help=f"face detector: haar (OpenCV) or lbp (scikit-image) (default: {faces.DEFAULT_DETECTOR})")
+    ap.add_argument("--batch", type=int, default=16, help="photos whose faces go through the model together (default 16)")
+    ap.add_argument("--detect-side", type=int, default=faces.DETECT_MAX_SIDE,
+                    help=f"longest side the photo is shrunk to for detection (default {faces.DETECT_MAX_SIDE}); "
+                         "raise it to find small faces in big photos (slower)")
+    args = ap.parse_args(argv)
+    if args.box and args.no_detect:
+        ap.error("--box and --no-detect exclude each other")
+    if args.batch < 1:
+        ap.error("--batch must be at least 1")
+    return args
+
+
+def _box(text: str) -> faces.Box:
+    try:
+        return faces.Box.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def photo_paths(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files named or found in the named folders (sorted), and errors for inputs that do not exist."""
+    paths, errors = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                log.warning("%s: no image files in this folder", path)
+            paths.extend(found)
+        elif path.exists():
+            paths.append(path)
+        else:
+            errors.append(f"{path}: no such file or folder")
+    return paths, errors
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """An image file as a uint8 gray, RGB or RGBA array (EXIF rotation applied); raises ValueError if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0-255
+                values = np.asarray(img, dtype=np.float64)
+                top = values.max() if values.max() > 255 else 255.0
+                return np.clip(np.round(values * 255.0 / max(top, 1e-9)), 0, 255).astype(np.uint8)
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            mode = "RGBA" if has_alpha else ("L" if img.mode in ("1", "L") else "RGB")
+            return np.asarray(img.convert(mode))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the image ({exc})") from None
+
+
+def to_rgb(photo: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a gray, RGB or RGBA photo (transparency over white, like the keypoint input)."""
+    if photo.ndim == 2:
+        return np.repeat(photo[..., None], 3, axis=2)
+    if photo.shape[2] == 4:
+        alpha = photo[..., 3:].astype(np.float64) / 255.0
+        return np.round(photo[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return photo[..., :3]
+
+
+def point_colour(name: str) -> tuple[int, int, int]:
+    """Subject's left, right or centre colour of a keypoint name."""
+    if "left" in name:
+        return LEFT_COLOUR
+    if "right" in name:
+        return RIGHT_COLOUR
+    return CENTRE_COLOUR
+
+
+def draw_overlay(photo: np.ndarray, results: list[faces.FaceResult]) -> np.ndarray:
+    """RGB uint8 overlay: each face's box and its 15 keypoints (scaled to OVERLAY_MIN/MAX_SIDE)."""
+    from PIL import Image
+
+    rgb = to_rgb(photo)
+    h, w = rgb.shape[:2]
+    zoom = 1.0
+    if max(h, w) < OVERLAY_MIN_SIDE:
+        zoom = float(int(np.ceil(OVERLAY_MIN_SIDE / max(h, w))))
+    elif max(h, w) > OVERLAY_MAX_SIDE:
+        zoom = OVERLAY_MAX_SIDE / max(h, w)
+    if zoom != 1.0:
+        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+        resample = Image.NEAREST if zoom > 1 else Image.LANCZOS
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, resample))
+    out = rgb.copy()
+    # pixel centres stay at (i + 0.5) * zoom - 0.5 after resizing
+    to_overlay = lambda p: (np.asarray(p) + 0.5) * zoom - 0.5  # noqa: E731
+    for r in results:
+        corners = to_overlay(faces.box_corners(r.box))
+        eye_distance = np.hypot(*(r.points[0] - r.points[1])) * zoom
+        width = max(2.0, min(out.shape[:2]) / 250)
+        for a, b in zip(corners, np.roll(corners, -1, axis=0)):
+            _line(out, a, b, width, BOX_COLOUR)
+        radius = float(np.clip(eye_distance / 22, 2.0, 12.0)) if np.isfinite(eye_distance) else 3.0
+        for name, point in zip(KEYPOINT_NAMES, to_overlay(r.points[: len(KEYPOINT_NAMES)])):
+            if np.isfinite(point).all():
+                _dot(out, point, radius + max(1.0, radius / 3), (0, 0, 0))
+                _dot(out, point, radius, point_colour(name))
+    return out
+
+
+def _dot(img: np.ndarray, centre: np.ndarray, radius: float, colour) -> None:
+    from skimage.draw import disk
+
+    rr, cc = disk((centre[1], centre[0]), radius, shape=img.shape[:2])
+    img[rr, cc] = colour
+
+
+def _line(img: np.ndarray, a: np.ndarray, b: np.ndarray, width: float, colour) -> None:
+    from skimage.draw import polygon
+
+    d = b - a
+    n = np.array([-d[1], d[0]]) / max(np.hypot(*d), 1e-9) * width / 2
+    quad = np.array([a + n, b + n, b - n, a - n])
+    rr, cc = polygon(quad[:, 1], quad[:, 0], shape=img.shape[:2])
+    img[rr, cc] = colour
+
+
+def csv_rows(image: str, results: list[faces.FaceResult]) -> list[dict]:
+    """CSV rows of one photo: one per face, or one with empty fields when no face was found."""
+    if not results:
+        return [{"image": image}]
+    rows = []
+    for i, r in enumerate(results):
+        row = {"image": image, "face": i, "box_x": r.box.x, "box_y": r.box.y, "box_w": r.box.w, "box_h": r.box.h}
+        row.update(zip(COLUMNS, r.keypoints))
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    frame["face"] = frame["face"].astype("Int64")
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.2f")
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, n = f"{stem}_keypoints.png", 2
+    while name in used:
+        name, n = f"{stem}_{n}_keypoints.png", n + 1
+    used.add(name)
+    return name
+
+
+def load_model(args: argparse.Namespace):
+    """The ModelFn that args/params pick, loaded once."""
+    from fkd.config import load_params
+    from fkd.inference import load_predictor
+
+    params = load_params(args.params)
+    kind = args.model or params.submit.model
+    try:
+        model_fn = load_predictor(kind, args.models, params.ensemble.weights, params.submit.tta_flip)
+    except FileNotFoundError as exc:
+        raise StageError(str(exc)) from None
+    log.info("model: %s from %s (flip TTA %s)", kind, args.models, "on" if params.submit.tta_flip else "off")
+    return model_fn
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    paths, errors = photo_paths(args.inputs)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if not args.no_detect and not args.box:
+        try:
+            faces.check_detector(args.detector)
+        except RuntimeError as exc:
+            raise StageError(str(exc)) from None
+    predict = faces.model_predictor(load_model(args))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    rows, used, failed, n_faces, start = [], set(), len(errors), 0, time.perf_counter()
+    with tqdm(total=len(paths), unit="photo", file=sys.stderr, disable=None) as progress:
+        for first in range(0, len(paths), args.batch):
+            batch = []
+            for path in paths[first : first + args.batch]:
+                try:
+                    batch.append((path, read_photo(path)))
+                except ValueError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    failed += 1
+            photos = [photo for _, photo in batch]
+            if args.no_detect:
+                for path, photo in batch:
+                    if photo.shape[:2] != (faces.CROP_SIZE, faces.CROP_SIZE):
+                        log.warning("%s: %dx%d, not 96x96: scaled to 96x96 as it is", path, photo.shape[1], photo.shape[0])
+                boxes = [[faces.Box(0, 0, p.shape[1], p.shape[0])] for p in photos]
+                found = faces.locate_batch(photos, predict, boxes, passes=1, framed=True)
+            else:
+                boxes = None if args.box is None else [args.box] * len(photos)
+                found = faces.locate_batch(photos, predict, boxes, passes=1 if args.no_refine else 2,
+                                           detector=args.detector, max_side=args.detect_side)
+            for (path, photo), results in zip(batch, found):
+                if not results:
+                    print(f"warning: {path}: no face found", file=sys.stderr)
+                n_faces += len(results)
+                rows.extend(csv_rows(str(path), results))
+                with atomic_path(out_dir / _unique_name(path.stem, used)) as tmp:
+                    Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG")
+            progress.update(len(paths[first : first + args.batch]))
+    write_csv(out_dir / CSV_NAME, rows)
+    read = len(paths) - (failed - len(errors))
+    log.info("%d photos, %d faces in %.1f s -> %s", read, n_faces, time.perf_counter() - start, out_dir / CSV_NAME)
+    if failed:
+        print(f"error: {failed} of {len(paths) + len(errors)} inputs failed", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,173 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fkd.cnn import (MaskedHuber, MaskedRMSE, build_model, flip_batch, load_model_fn, save_model, targets_for, train_adam,
+                     train_dataset, train_sgd)
+from fkd.config import ParamsError, load_params, parse_params, to_dict
+from fkd.data import load_part
+from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
+from fkd.synthetic import draw_face
+from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc
+
+
+def tiny_params(**cnn):
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {"cnn": TINY_PARAMS["cnn"]})
+    deep_update(raw, {"cnn": cnn})
+    return parse_params(raw).cnn
+
+
+def huber(err, delta):
+    err = np.abs(err)
+    return np.where(err <= delta, 0.5 * err**2, delta * (err - 0.5 * delta))
+
+
+def test_masked_huber_counts_only_present_labels():
+    y_true = np.array([[10.0, np.nan, 30.0], [np.nan, np.nan, 5.0]], dtype=np.float32)
+    y_pred = np.array([[10.5, 99.0, 36.0], [-50.0, 7.0, 4.0]], dtype=np.float32)
+    loss = float(MaskedHuber(delta=1.0, scale=2.0)(y_true, y_pred))
+    # present errors /2: 0.25 (quadratic), 3.0 (linear), 0.5 (quadratic); mean over the 3 present values
+    expected = huber(np.array([0.25, 3.0, 0.5]), 1.0).mean()
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_all_missing_batch_gives_zero_loss_and_gradient_not_nan():
+    y_true = tf.constant(np.full((4, 34), np.nan, dtype=np.float32))
+    y_pred = tf.Variable(np.random.default_rng(0).normal(size=(4, 34)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = MaskedHuber(1.0, 96.0)(y_true, y_pred)
+    grad = tape.gradient(loss, y_pred).numpy()
+    assert float(loss) == 0.0
+    assert np.all(grad == 0.0)
+
+
+def test_masked_rmse_accumulates_present_labels_over_batches():
+    metric = MaskedRMSE()
+    metric.update_state(np.array([[1.0, np.nan]], np.float32), np.array([[4.0, 100.0]], np.float32))  # error 3
+    metric.update_state(np.array([[np.nan, np.nan]], np.float32), np.array([[0.0, 0.0]], np.float32))
+    metric.update_state(np.array([[0.0, 2.0]], np.float32), np.array([[0.0, 6.0]], np.float32))  # errors 0, 4
+    assert float(metric.result()) == pytest.approx(np.sqrt((9 + 0 + 16) / 3))
+
+
+def test_forward_fill_takes_missing_values_from_the_previous_row():
+    kp = np.full((3, 30), np.nan, dtype=np.float32)
+    kp[0] = np.arange(30)
+    kp[1, :4] = 100.0
+    filled = targets_for(kp, 30, "ffill")
+    assert np.array_equal(filled[1], np.r_[np.full(4, 100.0), np.arange(4, 30)])
+    assert np.array_equal(filled[2], filled[1])
+    assert np.isnan(targets_for(kp, 30, "mask")[1, 4:]).all()
+
+
+@pytest.mark.parametrize("scheme_heads,outputs", [(True, 34), (False, 30)])
+def test_model_shapes_and_saved_model_fn_gives_34_pixels(tmp_path, scheme_heads, outputs):
+    p = tiny_params(scheme_heads=scheme_heads)
+    model = build_model(p, outputs)
+    assert model.output_shape == (None, outputs)
+    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == list(p.filters)
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 96, 96), dtype=np.uint8)
+    direct = model.predict(images[..., None].astype(np.float32), verbose=0)
+    save_model(model, tmp_path / "m.keras")
+    pred = load_model_fn(tmp_path / "m.keras")(images)
+    assert pred.shape == (5, 34) and pred.dtype == np.float32
+    np.testing.assert_allclose(pred[:, :outputs], direct, rtol=1e-5, atol=1e-4)
+    if outputs == 30:  # scheme-B slots repeat the scheme-A nose and lip
+        nose, nose_b = index("nose_tip"), index("nose_tip_b", EXTENDED_NAMES)
+        assert np.array_equal(pred[:, 2 * nose_b : 2 * nose_b + 2], pred[:, 2 * nose : 2 * nose + 2])
+
+
+def test_mismatched_dropout_list_is_a_params_error():
+    with pytest.raises(ParamsError, match="cnn.dropout"):
+        build_model(tiny_params(dropout=[0.1, 0.1]), 34)
+
+
+def test_flip_lands_keypoints_on_the_flipped_features():
+    image, kp = draw_face(np.random.default_rng(3))
+    targets = to_extended(kp[None])
+    x, y = flip_batch(tf.constant(image[None, :, :, None], tf.float32), tf.constant(targets), tf.constant([True]),
+                      flip_permutation(EXTENDED_NAMES))
+    flipped, y = x.numpy()[0, :, :, 0], y.numpy()[0]
+    assert np.array_equal(flipped, image[:, ::-1])
+    left, right = index("left_eye_center"), index("right_eye_center")
+    # "left" stays on the image's right after the swap, and both labels sit on dark pupils
+    assert y[2 * left] > y[2 * right]
+    for i in (left, right):
+        cx, cy = int(round(y[2 * i])), int(round(y[2 * i + 1]))
+        assert flipped[cy - 1 : cy + 2, cx - 1 : cx + 2].mean() < 0.6 * flipped.mean()
+    np.testing.assert_allclose(y, flip_coords(targets, names=EXTENDED_NAMES)[0], atol=1e-5)
+    assert np.isnan(y[2 * index("nose_tip_b", EXTENDED_NAMES)])
+
+
+@pytest.mark.parametrize("names", [EXTENDED_NAMES, KEYPOINT_NAMES])
+def test_flip_pipeline_mirrors_some_images_with_their_keypoints(names):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 96, 96), dtype=np.uint8)
+    targets = rng.uniform(10, 80, size=(16, 2 * len(names))).astype(np.float32)
+    targets[::3, 4:] = np.nan
+    by_image = {im.tobytes(): i for i, im in enumerate(images)}
+    mirrored = 0
+    for x, y in train_dataset(images, targets, batch_size=8, seed=0, flip=True, threads=1):
+        for img, t in zip(x.numpy()[..., 0].astype(np.uint8), y.numpy()):
+            if img.tobytes() in by_image:
+                np.testing.assert_array_equal(t, targets[by_image[img.tobytes()]])
+            else:
+                i = by_image[img[:, ::-1].tobytes()]
+                np.testing.assert_allclose(t, flip_coords(targets[i][None], names=names)[0], atol=1e-5)
+                mirrored += 1
+    assert 0 < mirrored < 16
+
+
+def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_params()
+    first = train_adam(train, val, p, tmp_path / "a.keras")
+    second = train_adam(train, val, p, tmp_path / "b.keras")
+    assert first.best_val_rmse == second.best_val_rmse
+    assert np.array_equal(load_model_fn(tmp_path / "a.keras")(val.images), load_model_fn(tmp_path / "b.keras")(val.images))
+
+
+def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(split_dir, tmp_path):
+    import keras
+
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_params()
+    adam = train_adam(train, val, p, tmp_path / "adam.keras")
+    assert adam.epochs_run == 1 and np.isfinite(adam.best_val_rmse)
+    phase1 = load_model_fn(tmp_path / "adam.keras")(val.images)
+
+    seen = {}
+
+    class FirstStep(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["pred"] = self.model.predict(val.images[..., None].astype(np.float32), verbose=0)
+
+    # lr 0: the fine-tuned weights cannot beat phase 1, so phase 1's weights must be saved
+    p0 = dataclasses.replace(p, sgd=dataclasses.replace(p.sgd, lr=0.0))
+    sgd = train_sgd(train, val, p0, tmp_path / "adam.keras", tmp_path / "sgd.keras", callbacks=[FirstStep()])
+    np.testing.assert_allclose(seen["pred"], phase1, rtol=1e-5, atol=1e-4)
+    assert sgd.adam_val_rmse == pytest.approx(adam.best_val_rmse, rel=1e-4)
+    assert sgd.improved_on_adam is False
+    np.testing.assert_allclose(load_model_fn(tmp_path / "sgd.keras")(val.images), phase1, rtol=1e-5, atol=1e-4)
+
+
+def test_both_phases_run_through_dvc_repro(project):
+    out = dvc("repro", "train_cnn_sgd", cwd=project)
+    assert "epoch   1/1" in out.stdout + out.stderr
+    adam = json.loads((project / "metrics/train_cnn_adam/metrics.json").read_text())
+    sgd = json.loads((project / "metrics/train_cnn_sgd/metrics.json").read_text())
+    for m in (adam, sgd):
+        assert m["epochs_run"] == 1 and m["best_epoch"] == 1 and m["device"] == "cpu"
+        assert 0 < m["best_val_rmse"] < 96 and m["images_per_second"] > 0
+    assert sgd["adam_val_rmse"] == pytest.approx(adam["best_val_rmse"], rel=1e-4)
+    assert sgd["improved_on_adam"] == (sgd["best_val_rmse"] < sgd["adam_val_rmse"])
+    for stage in ("train_cnn_adam", "train_cnn_sgd"):
+        for name in ("train_loss", "val_loss", "val_rmse", "lr"):
+            rows = (project / f"metrics/{stage}/plots/metrics/{name}.tsv").read_text().splitlines()
+            assert len(rows) == 2  # header + one epoch
+    pred = load_model_fn(project / "models/cnn_sgd.keras")(load_part(project / "data/split", "val").images)
+    assert pred.shape[1] == 34 and np.isfinite(pred).all()
+    assert "up to date" in dvc("status", "train_cnn_sgd", cwd=project).stdout

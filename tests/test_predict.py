@@ -1,0 +1,290 @@
+"""Keypoints on photos: crop geometry, the two-pass chain (with an oracle model), detection, the command."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage import data
+from skimage.transform import AffineTransform, warp
+
+from fkd import faces
+from fkd.keypoints import COLUMNS, N_EXTENDED, index, to_extended
+from fkd.predict import CSV_COLUMNS, CSV_NAME
+from fkd.synthetic import draw_face
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_OPENCV = importlib.util.find_spec("cv2") is not None
+#: The command's detector in these tests: the default needs OpenCV, scikit-image's always runs.
+CLI_DETECTOR = faces.DEFAULT_DETECTOR if HAS_OPENCV or faces.DEFAULT_DETECTOR != "haar" else "lbp"
+LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
+ASTRONAUT_FACE = (224.0, 115.0)  # between her eyes and nose, skimage.data.astronaut() pixels
+
+
+def place_face(face: np.ndarray, points: np.ndarray, canvas_shape, centre, scale, angle_deg, rng):
+    """Draw a 96x96 face into a noisy canvas by a similarity; returns the canvas and the points moved along."""
+    to_canvas = faces.similarity((47.5, 47.5), centre, scale, np.deg2rad(angle_deg))
+    back = AffineTransform(matrix=np.vstack([faces.invert(to_canvas), [0, 0, 1]]))
+    background = rng.uniform(0.2, 0.8) + rng.normal(0, 0.05, canvas_shape)
+    pasted = warp(face / 255.0, back, output_shape=canvas_shape, order=1, mode="constant", cval=np.nan)
+    canvas = np.where(np.isnan(pasted), background, pasted)
+    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8), faces.apply(to_canvas, points)
+
+
+def oracle(canvas_points: np.ndarray):
+    """A CropPredictor that knows the canvas keypoints: it returns them seen through each crop's matrix."""
+    calls = []
+
+    def predict(crops: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+        assert crops.shape == (len(matrices), 96, 96) and crops.dtype == np.uint8
+        calls.append(matrices.copy())
+        return np.stack([faces.apply(m, canvas_points).reshape(-1) for m in matrices])
+
+    predict.calls = calls
+    return predict
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale,angle", [(0.5, 0.0), (0.3, 25.0), (1.5, -40.0)])
+def test_crop_samples_the_photo_where_the_matrix_says(scale, angle):
+    # a smooth blob at a known photo point must appear in the crop at matrix @ point
+    point = np.array([131.3, 87.6])
+    ys, xs = np.mgrid[0:200, 0:260]
+    sigma = 3.0 / scale  # about 3 crop pixels wide
+    photo = np.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / (2 * sigma**2))
+    matrix = faces.similarity(point + [7.0, -5.0], (45.0, 50.0), scale, np.deg2rad(angle))
+    crop = faces.crop_face(photo, matrix).astype(np.float64)
+    weights = np.clip(crop - 20, 0, None)
+    cy, cx = np.mgrid[0:96, 0:96]
+    centroid = np.array([(weights * cx).sum(), (weights * cy).sum()]) / weights.sum()
+    np.testing.assert_allclose(centroid, faces.apply(matrix, point), atol=0.15)
+
+
+def test_inverse_and_frame_matrices():
+    m = faces.similarity((10.0, 20.0), (48.0, 38.0), 0.4, 0.3)
+    pts = np.array([[1.0, 2.0], [300.0, -4.0]])
+    np.testing.assert_allclose(faces.apply(faces.invert(m), faces.apply(m, pts)), pts, atol=1e-9)
+    np.testing.assert_allclose(faces.frame_matrix(faces.Box(0, 0, 96, 96)), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    # a 192x192 face: pixel edges -0.5 and 191.5 go to the crop's edges -0.5 and 95.5
+    doubled = faces.frame_matrix(faces.Box(0, 0, 192, 192))
+    np.testing.assert_allclose(faces.apply(doubled, np.array([[-0.5, -0.5], [191.5, 191.5]])), [[-0.5, -0.5], [95.5, 95.5]])
+
+
+def test_eyes_matrix_levels_the_eyes_at_the_training_framing():
+    left, right = np.array([300.0, 180.0]), np.array([220.0, 240.0])  # tilted 37 degrees, 100 px apart
+    m = faces.eyes_matrix(left, right)
+    np.testing.assert_allclose(faces.apply(m, np.stack([left, right])), [[66.0, 38.0], [30.0, 38.0]], atol=1e-9)
+
+
+# --- the chain with an oracle --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "canvas_shape,centre,scale,angle,box_error",
+    [
+        ((240, 320), (150.0, 120.0), 1.6, 0.0, (0.0, 0.0, 1.0)),
+        ((300, 260), (120.0, 160.0), 2.5, 18.0, (12.0, -9.0, 1.25)),  # a loose box: shifted and too big
+        ((260, 300), (170.0, 125.0), 2.0, -27.0, (-10.0, 8.0, 0.8)),
+    ],
+)
+def test_chain_returns_the_canvas_keypoints(canvas_shape, centre, scale, angle, box_error):
+    rng = np.random.default_rng(int(scale * 10))
+    face, keypoints = draw_face(rng)
+    points = to_extended(keypoints[None])[0].reshape(N_EXTENDED, 2)  # scheme-B outputs stay NaN
+    canvas, truth = place_face(face, points, canvas_shape, centre, scale, angle, rng)
+    side = 96 * scale * 0.85 * box_error[2]
+    box = faces.Box(centre[0] - side / 2 + box_error[0], centre[1] - side / 2 + box_error[1], side, side)
+    predict = oracle(truth)
+
+    (result,) = faces.locate_with(canvas, predict, boxes=[box], passes=2)
+
+    assert len(predict.calls) == 2
+    np.testing.assert_allclose(result.points[:15], truth[:15], atol=0.5)
+    np.testing.assert_allclose(result.keypoints, truth[:15].reshape(-1), atol=0.5)
+    # the second crop is framed like the training faces: eyes level, 36 px apart, midpoint (48, 38)
+    eyes = faces.apply(result.matrix, truth[[LEFT, RIGHT]])
+    np.testing.assert_allclose(eyes, [[66.0, 38.0], [30.0, 38.0]], atol=0.5)
+    # and the crop shows the face there: the synthetic face's dark pupils sit on the eye centres
+    for x, y in np.round(eyes).astype(int):
+        assert result.crop[y - 1 : y + 2, x - 1 : x + 2].mean() < result.crop[20:80, 20:80].mean()
+
+
+def test_one_pass_maps_back_through_the_box_crop():
+    rng = np.random.default_rng(3)
+    face, keypoints = draw_face(rng)
+    canvas, truth = place_face(face, keypoints.reshape(15, 2), (200, 200), (100.0, 100.0), 1.5, 10.0, rng)
+    predict = oracle(np.vstack([truth, np.full((2, 2), np.nan)]))
+    (result,) = faces.locate_with(canvas, predict, boxes=[faces.Box(40, 40, 120, 120)], passes=1)
+    np.testing.assert_allclose(result.matrix, faces.box_matrix(faces.Box(40, 40, 120, 120)))
+    np.testing.assert_allclose(result.points[:15], truth, atol=1e-6)
+
+
+def test_a_batch_of_photos_gives_what_each_photo_gives():
+    # a predictor that reads the pixels: each crop gets its own answer, so mixing up crops would show
+    def by_pixels(crops, matrices):
+        base = np.tile(np.array([[66.0, 38.0], [30.0, 38.0]] + [[48.0, 60.0]] * (N_EXTENDED - 2)), (len(crops), 1, 1))
+        return (base + crops.reshape(len(crops), -1).mean(axis=1)[:, None, None] / 40.0).reshape(len(crops), -1)
+
+    rng = np.random.default_rng(11)
+    photos = []
+    for angle in (0.0, 12.0):
+        face, keypoints = draw_face(rng)
+        photos.append(place_face(face, keypoints.reshape(15, 2), (160, 200), (100.0, 80.0), 1.2, angle, rng)[0])
+    boxes = [[faces.Box(40, 20, 110, 110)], [faces.Box(45, 25, 100, 100), faces.Box(10, 10, 60, 60)]]
+    batch = faces.locate_batch(photos, by_pixels, boxes)
+    assert [len(r) for r in batch] == [1, 2]
+    for photo, photo_boxes, results in zip(photos, boxes, batch):
+        alone = faces.locate_with(photo, by_pixels, boxes=photo_boxes)
+        for a, b in zip(alone, results):
+            np.testing.assert_allclose(a.points, b.points)
+
+
+def test_gray_and_rgba_photos():
+    rgb = data.astronaut()
+    gray = faces.to_gray(rgb)
+    assert gray.shape == rgb.shape[:2] and 0 <= gray.min() and gray.max() <= 1
+    np.testing.assert_allclose(faces.to_gray(np.round(gray * 255).astype(np.uint8)), gray, atol=1 / 255)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:10, :10, 3] = 0  # transparent corner: white, like a page
+    as_gray = faces.to_gray(rgba)
+    np.testing.assert_allclose(as_gray[10:], gray[10:])
+    assert (as_gray[:10, :10] == 1.0).all()
+
+
+# --- detection ------------------------------------------------------------------------------
+
+
+def _finds_astronaut(boxes):
+    return [b for b in boxes if abs(b.centre[0] - ASTRONAUT_FACE[0]) < 25 and abs(b.centre[1] - ASTRONAUT_FACE[1]) < 30 and 60 < b.w < 140]
+
+
+def test_lbp_detector_finds_the_astronaut_and_nothing_in_a_blank_image():
+    assert _finds_astronaut(faces.detect_faces(faces.to_gray(data.astronaut()), "lbp"))
+    assert faces.detect_faces(np.full((240, 320), 0.5), "lbp") == []
+
+
+def test_haar_detector_finds_only_the_astronaut():
+    pytest.importorskip("cv2", reason="the haar detector needs opencv-python-headless 4.x")
+    boxes = faces.detect_faces(faces.to_gray(data.astronaut()), "haar")
+    assert len(boxes) == 1 and _finds_astronaut(boxes)
+    assert faces.detect_faces(np.full((240, 320), 0.5), "haar") == []
+
+
+def test_detected_duplicates_converge_to_one_face():
+    # two boxes on one face (as from two search angles): after refinement they are one face
+    rng = np.random.default_rng(5)
+    face, keypoints = draw_face(rng)
+    points = to_extended(keypoints[None])[0].reshape(N_EXTENDED, 2)
+    canvas, truth = place_face(face, points, (240, 240), (120.0, 120.0), 1.5, 5.0, rng)
+    boxes = [faces.Box(60, 60, 120, 120), faces.Box(70, 66, 100, 100, angle=20.0)]
+    results = faces.locate_with(canvas, oracle(truth), boxes=boxes, passes=2)  # boxes given by hand are all kept
+    assert len(results) == 2
+    (kept,) = faces.distinct_faces(results)
+    assert kept is results[0]
+    other = faces.locate_with(canvas, oracle(truth + [80.0, 0.0]), boxes=boxes[:1], passes=2)
+    assert len(faces.distinct_faces(results[:1] + other)) == 2  # a face beside it stays
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> Path:
+    """An untrained, tiny resnet.pt: real loading and prediction, arbitrary keypoints."""
+    import torch
+
+    from fkd.resnet import build_model
+
+    torch.manual_seed(0)
+    config = {"n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}
+    out = tmp_path_factory.mktemp("models")
+    torch.save({"state_dict": build_model(config).state_dict(), "config": config}, out / "resnet.pt")
+    return out
+
+
+def predict_cli(*args, models: Path) -> subprocess.CompletedProcess:
+    """``python -m fkd.predict ARGS --model resnet --models MODELS`` in the project root."""
+    cmd = [sys.executable, "-m", "fkd.predict", *map(str, args), "--model", "resnet", "--models", str(models)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+def predict_here(capsys, monkeypatch, *args, models: Path) -> subprocess.CompletedProcess:
+    """The same command run in this process (no interpreter and torch start-up per call)."""
+    from fkd.cli import run_stage
+    from fkd.predict import main
+
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    try:
+        run_stage(main, [*map(str, args), "--model", "resnet", "--models", str(models)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_command_on_a_batch(tmp_path, tiny_models, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rgb = data.astronaut()
+    Image.fromarray(rgb).save(photos / "a_rgb.png")
+    Image.fromarray(np.round(faces.to_gray(rgb) * 255).astype(np.uint8)).save(photos / "b_gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])).save(photos / "c_rgba.png")
+    Image.fromarray(np.full((200, 300), 128, np.uint8)).save(photos / "d_blank.png")
+    (photos / "e_broken.jpg").write_bytes(b"not a jpeg at all")
+    (photos / "notes.txt").write_text("not an image: skipped")
+    out = tmp_path / "out"
+
+    proc = predict_here(capsys, monkeypatch, photos, tmp_path / "nowhere.png", "--out", out, "--detector", CLI_DETECTOR, models=tiny_models)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "error: " in proc.stderr and "e_broken.jpg" in proc.stderr and "nowhere.png" in proc.stderr
+    assert "d_blank.png: no face found" in proc.stderr
+    table = pd.read_csv(out / CSV_NAME)
+    assert tuple(table.columns) == CSV_COLUMNS and tuple(table.columns[6:]) == COLUMNS
+    by_image = {Path(name).name: rows for name, rows in table.groupby("image")}
+    assert sorted(by_image) == ["a_rgb.png", "b_gray.png", "c_rgba.png", "d_blank.png"]
+    for name in ("a_rgb.png", "b_gray.png", "c_rgba.png"):
+        rows = by_image[name]
+        assert rows["face"].tolist() == list(range(len(rows)))
+        boxes = [faces.Box(r.box_x, r.box_y, r.box_w, r.box_h) for r in rows.itertuples()]
+        assert _finds_astronaut(boxes), boxes
+        assert np.isfinite(rows[list(COLUMNS)].to_numpy()).all()
+    blank = by_image["d_blank.png"]
+    assert len(blank) == 1 and blank[list(CSV_COLUMNS[1:])].isna().all(axis=None)
+    for name in ("a_rgb", "b_gray", "c_rgba", "d_blank"):
+        with Image.open(out / f"{name}_keypoints.png") as overlay:
+            assert overlay.size == ((rgb.shape[1], rgb.shape[0]) if name != "d_blank" else (600, 400))  # small photos are enlarged
+    assert not (out / "e_broken_keypoints.png").exists()
+
+
+def test_command_with_boxes_and_without_detection(tmp_path, tiny_models, capsys, monkeypatch):
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    proc = predict_cli(tmp_path / "astronaut.png", "--box", "170,60,100,100", "--box", "300,300,80,90", "--out", tmp_path / "boxes", models=tiny_models)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "boxes" / CSV_NAME)
+    assert table["face"].tolist() == [0, 1]
+    assert table[["box_x", "box_y", "box_w", "box_h"]].to_numpy().tolist() == [[170, 60, 100, 100], [300, 300, 80, 90]]
+
+    face, _ = draw_face(np.random.default_rng(0))
+    Image.fromarray(face).save(tmp_path / "framed.png")
+    proc = predict_here(capsys, monkeypatch, tmp_path / "framed.png", "--no-detect", "--out", tmp_path / "framed", models=tiny_models)
+    assert proc.returncode == 0, proc.stderr
+    row = pd.read_csv(tmp_path / "framed" / CSV_NAME).iloc[0]
+    assert (row.box_x, row.box_y, row.box_w, row.box_h) == (0, 0, 96, 96)
+    assert np.isfinite(row[list(COLUMNS)].to_numpy(dtype=float)).all()
+    with Image.open(tmp_path / "framed" / "framed_keypoints.png") as overlay:
+        assert overlay.size == (480, 480)  # small inputs are enlarged for viewing
+
+
+def test_command_reports_missing_models(tmp_path):
+    proc = predict_cli(tmp_path, "--box", "0,0,10,10", "--out", tmp_path / "o", models=tmp_path / "empty")
+    assert proc.returncode == 2 and "resnet.pt" in proc.stderr and "Traceback" not in proc.stderr
