@@ -170,6 +170,22 @@ def test_lbp_detector_finds_the_astronaut_and_nothing_in_a_blank_image():
     assert faces.detect_faces(np.full((240, 320), 0.5), "lbp") == []
 
 
+def test_a_tilted_face_is_found_on_the_turned_photo_and_cropped_upright():
+    upright = faces.to_gray(data.astronaut())
+    tilted, to_tilted = faces._turned(upright, 22.0)  # her head leans 22 degrees
+    face = faces.apply(to_tilted, np.array(ASTRONAUT_FACE))
+    (box,) = [b for b in faces.detect_faces(tilted, "lbp") if np.hypot(*(b.centre - face)) < 30]
+    assert box.angle == -20.0  # turning the photo back by 20 degrees made her upright
+    # its first crop matches the crop of the upright photo at the same place
+    crop = faces.crop_face(tilted, faces.box_matrix(box, "lbp")).astype(float)
+    same_place = faces.box_matrix(box, "lbp") @ np.vstack([to_tilted, [0, 0, 1]])
+    assert abs(np.degrees(np.arctan2(same_place[1, 0], same_place[0, 0])) - 2.0) < 1e-6  # upright but for 22 - 20 degrees
+    reference = faces.crop_face(upright, same_place).astype(float)
+    assert np.corrcoef(crop.ravel(), reference.ravel())[0, 1] > 0.95
+    level = faces.apply(faces.box_matrix(box, "lbp"), faces.box_corners(box))
+    assert abs(level[0, 1] - level[1, 1]) < 1e-9  # the box's top edge is level in the crop
+
+
 def test_haar_detector_finds_only_the_astronaut():
     pytest.importorskip("cv2", reason="the haar detector needs opencv-python-headless 4.x")
     boxes = faces.detect_faces(faces.to_gray(data.astronaut()), "haar")
