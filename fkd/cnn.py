@@ -152,7 +152,11 @@ def flip_batch(images: tf.Tensor, targets: tf.Tensor, flip: tf.Tensor, perm: np.
 
 
 def train_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, flip: bool, threads: int) -> tf.data.Dataset:
-    """Shuffled batches of (float pixels (B, 96, 96, 1), pixel targets); half of each batch mirrored if ``flip``."""
+    """Shuffled batches of (float pixels (B, 96, 96, 1), pixel targets); with ``flip`` each face is mirrored with p=1/2.
+
+    Targets stay in pixels here (the model's last layer scales to pixels), so a mirrored x is W-1-x exactly as
+    in :func:`fkd.keypoints.flip_coords`.
+    """
     perm = flip_permutation(names_for(targets.shape[1]))
     ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
