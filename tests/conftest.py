@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,11 +48,23 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, check=check, env=project_env())
 
 
+def dvc_log(*args: str, cwd: Path) -> str:
+    """Run the real ``dvc`` in ``cwd`` (must succeed); returns stdout and stderr together."""
+    proc = dvc(*args, cwd=cwd)
+    return proc.stdout + proc.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages dvc reports as executed ("Running stage 'x'")."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
 def project_env() -> dict:
     """Environment for subprocesses: this venv's bin first on PATH, so dvc.yaml's `python` is ours."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # loopback servers, never a proxy
     env.setdefault("GIT_AUTHOR_NAME", "test")
     env.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
     env.setdefault("GIT_COMMITTER_NAME", "test")

@@ -1,8 +1,6 @@
 import hashlib
-import zipfile
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from fkd.data import DataError, load_part, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split

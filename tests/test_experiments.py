@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, project_env, run
+from tests.conftest import dvc_log, make_project, project_env, run, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -33,31 +33,13 @@ EXP_SHOW_COLUMNS = [
 ]
 
 
-def pipeline_env() -> dict:
-    """Environment for dvc commands that run stages: the stages must write real dvclive metrics."""
-    env = project_env()
-    env.pop("DVCLIVE_TEST", None)  # dvclive's test mode writes to a temporary folder instead of metrics/
-    return env
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    """Run the real dvc in ``cwd``; returns stdout and stderr together."""
-    proc = run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, env=pipeline_env())
-    return proc.stdout + proc.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    """The stages dvc reports as executed ("Running stage 'x'")."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     """The tiny pipeline reproduced and committed: experiments start from this commit."""
     repo = make_project(tmp_path_factory.mktemp("experiments") / "project")
-    output = dvc("repro", cwd=repo)
+    output = dvc_log("repro", cwd=repo)
     assert stages_run(output) == ALL_STAGES, output
-    env = pipeline_env()
+    env = project_env()
     run(["git", "add", "-A"], cwd=repo, env=env)
     run(["git", "commit", "-q", "-m", "baseline"], cwd=repo, env=env)
     return repo
@@ -66,22 +48,22 @@ def baseline(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single_runs(baseline) -> dict[str, str]:
     """One `dvc exp run --temp -S ...` per entry of SINGLE_PARAM_EXPERIMENTS: name -> its output."""
-    return {name: dvc("exp", "run", "--temp", "-n", name, "-S", setting, cwd=baseline)
+    return {name: dvc_log("exp", "run", "--temp", "-n", name, "-S", setting, cwd=baseline)
             for name, (setting, _) in SINGLE_PARAM_EXPERIMENTS.items()}
 
 
 def exp_table(repo: Path, *args: str) -> list[dict[str, str]]:
     """`dvc exp show --csv ARGS` as rows of column -> value."""
     return list(csv.DictReader(io.StringIO(run([str(Path(sys.executable).with_name("dvc")), "exp", "show", "--csv", *args],
-                                               cwd=repo, env=pipeline_env()).stdout)))
+                                               cwd=repo, env=project_env()).stdout)))
 
 
 @pytest.fixture(scope="module")
 def sweep(baseline) -> dict[float, str]:
     """A queued sweep over resnet.lr run two at a time: lr -> experiment name."""
     before = {row["Experiment"] for row in exp_table(baseline)}
-    dvc("exp", "run", "--queue", "-S", "resnet.lr=" + ",".join(map(str, SWEEP_LRS)), cwd=baseline)
-    dvc("exp", "run", "--run-all", "-j", "2", cwd=baseline)  # blocks until the queue is done
+    dvc_log("exp", "run", "--queue", "-S", "resnet.lr=" + ",".join(map(str, SWEEP_LRS)), cwd=baseline)
+    dvc_log("exp", "run", "--run-all", "-j", "2", cwd=baseline)  # blocks until the queue is done
     rows = [r for r in exp_table(baseline, "--drop", ".*", "--keep", r"Experiment|resnet\.lr") if r["Experiment"] not in before]
     return {float(r["resnet.lr"]): r["Experiment"] for r in rows}
 
@@ -96,28 +78,28 @@ def test_a_param_reruns_exactly_its_stages(single_runs, name):
 
 
 def test_temp_experiments_leave_the_workspace_alone(single_runs, baseline):
-    assert "Data and pipelines are up to date" in dvc("status", cwd=baseline)
+    assert "Data and pipelines are up to date" in dvc_log("status", cwd=baseline)
 
 
 def test_queued_sweep_runs_each_value_and_only_the_resnet_side(sweep, baseline):
     assert sorted(sweep) == sorted(SWEEP_LRS), sweep
-    status = dvc("queue", "status", cwd=baseline)
+    status = dvc_log("queue", "status", cwd=baseline)
     for name in sweep.values():
         assert re.search(rf"{re.escape(name)}\s.*Success", status), status
-        log = dvc("queue", "logs", name, cwd=baseline)
+        log = dvc_log("queue", "logs", name, cwd=baseline)
         assert stages_run(log) == {"train_resnet"} | DOWNSTREAM, log
 
 
 def test_params_and_metrics_diff_between_two_experiments(sweep, baseline):
     a, b = (sweep[lr] for lr in SWEEP_LRS)
-    params = json.loads(dvc("params", "diff", a, b, "--json", cwd=baseline))
+    params = json.loads(dvc_log("params", "diff", a, b, "--json", cwd=baseline))
     assert params == {"params.yaml": {"resnet.lr": {"old": SWEEP_LRS[0], "new": SWEEP_LRS[1], "diff": pytest.approx(0.003)}}}
-    metrics = json.loads(dvc("metrics", "diff", a, b, "--json", cwd=baseline))
+    metrics = json.loads(dvc_log("metrics", "diff", a, b, "--json", cwd=baseline))
     assert "rmse" in metrics["metrics/evaluate/resnet.json"]
     assert "best_val_rmse" in metrics["metrics/train_resnet/metrics.json"]
     # The CNN did not re-run: its training metrics are the same files in both experiments.
     assert not {"metrics/train_cnn_adam/metrics.json", "metrics/train_cnn_sgd/metrics.json"} & set(metrics)
-    header = dvc("metrics", "diff", a, b, "--md", cwd=baseline).splitlines()[0]
+    header = dvc_log("metrics", "diff", a, b, "--md", cwd=baseline).splitlines()[0]
     assert a in header and b in header
 
 
@@ -133,4 +115,4 @@ def test_exp_show_has_readable_columns_for_every_experiment(single_runs, sweep, 
     assert by_name["sgd-lr"]["cnn.sgd.lr"] == "0.002" and by_name["split-seed"]["split.seed"] == "7"
     for name in by_name.keys() - {""}:
         assert all(by_name[name][m] not in ("", "-") for m in expected_metrics), by_name[name]
-    print(dvc("exp", "show", "--md", *EXP_SHOW_COLUMNS, cwd=baseline))  # shown with pytest -s
+    print(dvc_log("exp", "show", "--md", *EXP_SHOW_COLUMNS, cwd=baseline))  # shown with pytest -s

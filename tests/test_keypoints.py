@@ -1,6 +1,6 @@
 import numpy as np
 
-from fkd.keypoints import (COLUMNS, EXTENDED_NAMES, FLIP_PAIRS, KEYPOINT_NAMES, complete_mask, flip_coords,
+from fkd.keypoints import (COLUMNS, EXTENDED_NAMES, FLIP_PAIRS, complete_mask, flip_coords,
                            flip_permutation, from_extended, index, to_extended, widen_to_extended)
 from fkd.synthetic import draw_face, to_scheme_b
 

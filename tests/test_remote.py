@@ -7,14 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import make_project, project_env, run
+from tests.conftest import dvc_log, make_project, project_env, run, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -25,31 +23,12 @@ TRAINING_STAGES = ("train_resnet", "train_cnn_adam", "train_cnn_sgd")
 MODELS = ("models/resnet.pt", "models/cnn_adam.keras", "models/cnn_sgd.keras")
 
 
-def pipeline_env() -> dict:
-    """Environment for dvc commands that run stages: the stages must write real dvclive metrics."""
-    env = project_env()
-    env.pop("DVCLIVE_TEST", None)  # dvclive's test mode writes to a temporary folder instead of metrics/
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    """Run the real dvc in ``cwd``; returns stdout and stderr together."""
-    proc = run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, env=pipeline_env())
-    return proc.stdout + proc.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    """The stages dvc reports as executed ("Running stage 'x'")."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def clone(origin: Path, dest: Path) -> Path:
-    run(["git", "clone", "-q", str(origin), str(dest)], cwd=origin.parent, env=pipeline_env())
+    run(["git", "clone", "-q", str(origin), str(dest)], cwd=origin.parent, env=project_env())
     return dest
 
 
@@ -72,43 +51,43 @@ def s3_endpoint():
 
 def add_s3_credentials(repo: Path) -> None:
     for option, value in S3_CREDENTIALS.items():
-        dvc("remote", "modify", "--local", "s3", option, value, cwd=repo)
+        dvc_log("remote", "modify", "--local", "s3", option, value, cwd=repo)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, s3_endpoint) -> Path:
     """Repo A: the tiny pipeline run, committed, and pushed to S3."""
     repo = make_project(tmp_path_factory.mktemp("remote") / "a")
-    dvc("remote", "add", "s3", f"s3://{BUCKET}/fkd", cwd=repo)
-    dvc("remote", "modify", "s3", "endpointurl", s3_endpoint, cwd=repo)
+    dvc_log("remote", "add", "s3", f"s3://{BUCKET}/fkd", cwd=repo)
+    dvc_log("remote", "modify", "s3", "endpointurl", s3_endpoint, cwd=repo)
     add_s3_credentials(repo)
-    dvc("repro", cwd=repo)
-    env = pipeline_env()
+    dvc_log("repro", cwd=repo)
+    env = project_env()
     run(["git", "add", "-A"], cwd=repo, env=env)
     run(["git", "commit", "-q", "-m", "trained"], cwd=repo, env=env)
-    dvc("push", "-r", "s3", cwd=repo)
+    dvc_log("push", "-r", "s3", cwd=repo)
     return repo
 
 
 def test_default_remote_is_a_local_folder(trained):
     """The project's default remote needs no account: push to it, pull from it in a fresh clone."""
-    default = dvc("remote", "default", cwd=trained).strip()
-    urls = dict(line.split(None, 1) for line in dvc("remote", "list", cwd=trained).splitlines() if line.strip())
+    default = dvc_log("remote", "default", cwd=trained).strip()
+    urls = dict(line.split(None, 1) for line in dvc_log("remote", "list", cwd=trained).splitlines() if line.strip())
     assert default in urls, f"no default remote in .dvc/config: {urls}"
     url = urls[default].split()[0]
     assert "://" not in url, f"default remote {default} is not a local folder: {url}"
     storage = (trained / ".dvc" / url).resolve()
     assert not storage.is_relative_to(trained), f"the default remote {storage} is inside the repo"
-    dvc("push", cwd=trained)
+    dvc_log("push", cwd=trained)
     assert storage.is_dir() and any(storage.rglob("*")), "dvc push wrote nothing to the default remote"
     repo = clone(trained, trained.parent / "b")  # a sibling: the relative remote path resolves alike
-    dvc("pull", cwd=repo)
+    dvc_log("pull", cwd=repo)
     for path in MODELS:
         assert sha256(repo / path) == sha256(trained / path), path
 
 
 def test_committed_config_holds_no_credentials(trained):
-    committed = run(["git", "show", "HEAD:.dvc/config"], cwd=trained, env=pipeline_env()).stdout
+    committed = run(["git", "show", "HEAD:.dvc/config"], cwd=trained, env=project_env()).stdout
     assert "endpointurl" in committed and "secret_access_key" not in committed
 
 
@@ -117,18 +96,18 @@ def test_s3_pull_in_a_fresh_clone_restores_models_byte_identical(trained, tmp_pa
     for path in MODELS:
         assert not (repo / path).exists()
     add_s3_credentials(repo)
-    dvc("pull", "-r", "s3", cwd=repo)
+    dvc_log("pull", "-r", "s3", cwd=repo)
     for path in MODELS:
         assert sha256(repo / path) == sha256(trained / path), path
-    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
-    assert stages_run(dvc("repro", cwd=repo)) == set()
+    assert "Data and pipelines are up to date" in dvc_log("status", cwd=repo)
+    assert stages_run(dvc_log("repro", cwd=repo)) == set()
 
 
 def test_repro_pull_allow_missing_trains_nothing(trained, tmp_path):
     repo = clone(trained, tmp_path / "c")
     add_s3_credentials(repo)
-    dvc("remote", "default", "--local", "s3", cwd=repo)  # how a user picks another remote for themselves
-    output = dvc("repro", "--pull", "--allow-missing", cwd=repo)
+    dvc_log("remote", "default", "--local", "s3", cwd=repo)  # how a user picks another remote for themselves
+    output = dvc_log("repro", "--pull", "--allow-missing", cwd=repo)
     assert stages_run(output) == set(), output
     for stage in TRAINING_STAGES:
         assert (repo / f"metrics/{stage}/metrics.json").read_bytes() == (trained / f"metrics/{stage}/metrics.json").read_bytes()
@@ -137,7 +116,7 @@ def test_repro_pull_allow_missing_trains_nothing(trained, tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["ensemble"]["weights"] = [0.7, 0.3]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = dvc("repro", "--pull", "--allow-missing", cwd=repo)
+    output = dvc_log("repro", "--pull", "--allow-missing", cwd=repo)
     assert stages_run(output) == {"evaluate", "submit"}, output
     for path in ("models/resnet.pt", "models/cnn_sgd.keras"):
         assert sha256(repo / path) == sha256(trained / path), path
