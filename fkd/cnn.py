@@ -32,6 +32,7 @@ from fkd.data import IMAGE_SIZE, Part  # noqa: E402
 from fkd.inference import ModelFn  # noqa: E402
 from fkd.io import atomic_path  # noqa: E402
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, flip_permutation, to_extended, widen_to_extended  # noqa: E402
+from fkd.train_result import TrainResult  # noqa: E402
 
 log = logging.getLogger("fkd.cnn")
 
@@ -207,16 +208,6 @@ def configure(seed: int, threads: int) -> str:
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
     return "cpu"
-
-
-@dataclass
-class TrainResult:
-    best_val_rmse: float
-    best_epoch: int
-    epochs_run: int
-    train_seconds: float
-    images_per_second: float
-    device: str
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -5,7 +5,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from fkd.data import Part
 from fkd.io import atomic_path
 from fkd.keypoints import N_COORDS, N_EXTENDED, to_extended
 from fkd.resnet import CENTRE, KeypointResNet, masked_mse, to_pixels
+from fkd.train_result import TrainResult
 
 log = logging.getLogger("fkd.train_resnet")
 
@@ -86,16 +86,6 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     """RMSE in pixels over finite targets."""
     mask = torch.isfinite(target)
     return float(torch.sqrt(((pred - torch.nan_to_num(target))[mask] ** 2).mean()))
-
-
-@dataclass
-class TrainResult:
-    best_val_rmse: float
-    best_epoch: int
-    epochs_run: int
-    train_seconds: float
-    images_per_second: float
-    device: str
 
 
 def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path, live=None) -> TrainResult:
