@@ -7,6 +7,7 @@ from typing import Callable
 
 from fkd.config import ParamsError
 from fkd.data import DataError
+from fkd.errors import EnsembleWeightsError, ModelFileError, PredictionError, TrainingError
 
 log = logging.getLogger("fkd")
 
@@ -20,6 +21,6 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except (ParamsError, DataError, StageError) as exc:
+    except (ParamsError, DataError, StageError, TrainingError, ModelFileError, PredictionError, EnsembleWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -12,15 +12,19 @@ Missing labels are NaN: :class:`MaskedHuber` and :class:`MaskedRMSE` count prese
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
+import math
 import os
 import tempfile
+import zipfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import fkd.tf_env  # noqa: E402,F401  (quiets TensorFlow's start-up logging; FKD_TF_VERBOSE=1 shows it)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,8 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from fkd.config import CnnParams, ParamsError  # noqa: E402
 from fkd.data import IMAGE_SIZE, Part  # noqa: E402
-from fkd.inference import ModelFn  # noqa: E402
-from fkd.io import atomic_path  # noqa: E402
+from fkd.io import save_bytes  # noqa: E402
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, flip_permutation, to_extended, widen_to_extended  # noqa: E402
 from fkd.train_result import TrainResult  # noqa: E402
 
@@ -247,7 +250,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def result(self, device: str) -> TrainResult:
         rmse = [h["val_rmse"] for h in self.history]
-        best = int(np.argmin(rmse)) if rmse else 0
+        best = int(np.argmin(np.nan_to_num(rmse, nan=np.inf))) if rmse else 0
         return TrainResult(
             best_val_rmse=rmse[best] if rmse else float("nan"),
             best_epoch=best + 1,
@@ -279,11 +282,17 @@ def train_adam(train: Part, val: Part, p: CnnParams, model_path: str | Path, liv
     """Phase 1: train from scratch with Adam, early-stop on val RMSE, save the best epoch's model."""
     device = configure(p.seed, p.threads)
     model = build_model(p, n_outputs(p.scheme_heads))
-    _compile(model, keras.optimizers.Adam(p.adam.lr), p)
+    lr = p.adam.lr
+    if p.adam.schedule == "cosine":
+        steps = p.adam.epochs * math.ceil(len(train.images) / p.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(p.adam.lr, decay_steps=max(steps, 1))
+    _compile(model, keras.optimizers.Adam(lr), p)
     stop = keras.callbacks.EarlyStopping("val_rmse", mode="min", patience=p.adam.patience, restore_best_weights=True)
     epoch_log = _fit(model, train, val, p, p.adam.epochs, [stop, *callbacks], live, p.missing)
+    result = epoch_log.result(device)
+    result.check("CNN phase 1 (Adam)")
     save_model(model, model_path)
-    return epoch_log.result(device)
+    return result
 
 
 @dataclass
@@ -293,11 +302,39 @@ class SgdResult(TrainResult):
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:
-    """Save the architecture and weights without optimizer state or loss (a third of the size; loads anywhere)."""
+    """Save the architecture and weights without optimizer state or loss (a third of the size; loads anywhere),
+    byte-stably (:func:`stable_keras_archive`)."""
     bare = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
     bare.set_weights(model.get_weights())
-    with atomic_path(path) as tmp:
+    with tempfile.TemporaryDirectory(prefix="fkd_keras_") as tmp_dir:
+        tmp = Path(tmp_dir) / "model.keras"
         bare.save(tmp)
+        save_bytes(path, stable_keras_archive(tmp.read_bytes()))
+
+
+def stable_keras_archive(data: bytes) -> bytes:
+    """A ``.keras`` archive rewritten so that the same model gives the same bytes: no save date in
+    ``metadata.json``, ``shared_object_id`` (Python object addresses) in ``config.json`` renumbered
+    in order of appearance, and a fixed timestamp on every zip member."""
+    def renumber(node, ids: dict):
+        if isinstance(node, dict):
+            return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else renumber(v, ids)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [renumber(v, ids) for v in node]
+        return node
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            content = src.read(info)
+            if info.filename == "metadata.json":
+                content = json.dumps({k: v for k, v in json.loads(content).items() if k != "date_saved"}).encode()
+            elif info.filename == "config.json":
+                content = json.dumps(renumber(json.loads(content), {})).encode()
+            member = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type, member.external_attr = info.compress_type, info.external_attr
+            dst.writestr(member, content)
+    return out.getvalue()
 
 
 def load_for_finetune(path: str | Path, p: CnnParams) -> keras.Model:
@@ -333,6 +370,7 @@ def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, mode
         stop = keras.callbacks.EarlyStopping("val_rmse", mode="min", patience=p.sgd.patience)
         epoch_log = _fit(model, train, val, p, p.sgd.epochs, [checkpoint, plateau, stop, *callbacks], live, p.missing)
         result = epoch_log.result(device)
+        result.check("CNN phase 2 (SGD)")
         improved = best_path.exists()  # the checkpoint only saves epochs that beat phase 1
         if improved:
             model.load_weights(best_path)
@@ -346,7 +384,7 @@ def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, mode
 # --- inference -------------------------------------------------------------------------------
 
 
-def load_model_fn(path: str | Path) -> ModelFn:
+def load_model_fn(path: str | Path):
     """Model function of a saved CNN: uint8 images (N, 96, 96) -> keypoints (N, 34) in pixels."""
     model = keras.models.load_model(path, compile=False)
     outputs = model.output_shape[-1]

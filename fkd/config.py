@@ -1,22 +1,87 @@
 """params.yaml -> typed, frozen config objects.
 
-Every key is checked: a missing key, an unknown key (a typo in ``dvc exp run -S``) or a
-value of the wrong type raises :class:`ParamsError` naming the dotted key.
+Every key is checked: a missing key, an unknown key (a typo in ``dvc exp run -S``), a value of
+the wrong type or out of its range raises :class:`ParamsError` naming the dotted key. Ranges sit
+with the types, as ``Annotated[int, Range(ge=1)]``; every float must be finite. Rules that tie
+two keys together are a dataclass's ``check_fields``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 
 class ParamsError(ValueError):
     """params.yaml does not match the schema."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``ge``/``gt`` a lower bound (inclusive/exclusive), ``le``/``lt`` an upper one."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float, key: str) -> None:
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if not ok:
+            raise ParamsError(f"params: '{key}' must be {self.describe()}, got {value!r}")
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1)`` ..."""
+        low = ("[", self.ge) if self.ge is not None else ("(", self.gt)
+        high = ("]", self.le) if self.le is not None else (")", self.lt)
+        if low[1] is not None and high[1] is not None:
+            return f"in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
+        if low[1] is not None:
+            return f"{'>=' if low[0] == '[' else '>'} {_num(low[1])}"
+        return f"{'<=' if high[0] == ']' else '<'} {_num(high[1])}"
+
+
+@dataclass(frozen=True)
+class Length:
+    """Allowed number of items of a list."""
+
+    min: int = 0
+    max: int | None = None
+
+    def check(self, value: tuple, key: str) -> None:
+        if len(value) < self.min or (self.max is not None and len(value) > self.max):
+            want = f"{self.min} to {self.max}" if self.max is not None else f"at least {self.min}"
+            raise ParamsError(f"params: '{key}' must have {want} items, got {len(value)}")
+
+
+@dataclass(frozen=True)
+class PositiveSum:
+    """Numbers whose sum must be above 0 (weights that get normalised)."""
+
+    def check(self, value: tuple, key: str) -> None:
+        if not sum(value) > 0:
+            raise ParamsError(f"params: '{key}' must have a positive sum, got {list(value)}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# Shared ranges. Seeds go to numpy, which takes 0 .. 2**32 - 1.
+Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]
+Threads = Annotated[int, Range(ge=0)]  # 0: all cores
+Positive = Annotated[int, Range(ge=1)]
+Count = Annotated[int, Range(ge=0)]
+LearningRate = Annotated[float, Range(gt=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
+NonNegative = Annotated[float, Range(ge=0)]
 
 
 @dataclass(frozen=True)
@@ -28,103 +93,137 @@ class DataParams:
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    n_train: int
-    n_test: int
-    partial_fraction: float
-    seed: int
+    n_train: Positive
+    n_test: Positive
+    partial_fraction: Fraction
+    seed: Seed
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    val_fraction: float
-    seed: int
+    val_fraction: Annotated[float, Range(gt=0, lt=1)]
+    seed: Seed
 
 
 @dataclass(frozen=True)
 class AugmentParams:
     flip: bool
-    rotate_deg: float
-    scale: float
-    shift_px: float
-    brightness: float
-    contrast: float
+    rotate_deg: Annotated[float, Range(ge=0, le=180)]
+    scale: Annotated[float, Range(ge=0, lt=1)]  # 1 would allow a zero-size image
+    shift_px: Annotated[float, Range(ge=0, lt=96)]
+    brightness: Fraction
+    contrast: Fraction
 
 
 @dataclass(frozen=True)
-class ResnetParams:
+class TorchTrainParams:
+    """How a PyTorch model is trained (shared by every torch model's params section)."""
+
     device: Literal["auto", "cpu", "cuda", "mps"]
-    threads: int  # 0: all cores
-    seed: int
-    stem_channels: int
-    widths: tuple[int, ...]
-    blocks_per_stage: int
-    scheme_heads: bool  # predict scheme-B nose/lip separately (34 outputs) instead of 30
+    threads: Threads
+    seed: Seed
     optimizer: Literal["adam", "adamw", "sgd"]
-    lr: float
-    weight_decay: float
+    lr: LearningRate
+    weight_decay: NonNegative
     schedule: Literal["onecycle", "cosine", "step", "constant"]
-    warmup_fraction: float
-    step_size: int
-    step_gamma: float
-    batch_size: int
-    epochs: int
-    patience: int
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)]  # OneCycleLR divides by the part after warm-up
+    step_size: Positive  # epochs
+    step_gamma: Annotated[float, Range(gt=0, le=1)]
+    batch_size: Positive
+    epochs: Positive
+    patience: Positive  # epochs without improvement; 0 would stop after the first epoch
     normalize_targets: bool
-    bf16: bool  # autocast on CUDA only
+    bf16: bool  # bfloat16 autocast on CUDA
     augment: AugmentParams
 
 
 @dataclass(frozen=True)
+class ResnetParams(TorchTrainParams):
+    stem_channels: Positive
+    widths: Annotated[tuple[Positive, ...], Length(min=1)]
+    blocks_per_stage: Positive
+    scheme_heads: bool  # predict scheme-B nose/lip separately (34 outputs) instead of 30
+
+
+@dataclass(frozen=True)
+class HeatmapParams(TorchTrainParams):
+    widths: Annotated[tuple[Positive, ...], Length(min=4, max=4)]  # encoder stages at strides 2, 4, 8, 16
+    blocks_per_stage: Positive
+    decoder_channels: Positive
+    heatmap_stride: Literal[2, 4, 8]
+
+
+@dataclass(frozen=True)
 class CnnAdamParams:
-    lr: float
-    epochs: int
-    patience: int
+    lr: LearningRate
+    schedule: Literal["cosine", "constant"]  # cosine: decays to 0 over the epochs, so the last epochs settle
+    epochs: Positive
+    patience: Positive
 
 
 @dataclass(frozen=True)
 class CnnSgdParams:
-    lr: float
-    momentum: float
-    epochs: int
-    patience: int
-    plateau_factor: float
-    plateau_patience: int
+    lr: LearningRate
+    momentum: Annotated[float, Range(ge=0, lt=1)]
+    epochs: Positive
+    patience: Positive
+    plateau_factor: Annotated[float, Range(gt=0, lt=1)]  # Keras refuses factor >= 1
+    plateau_patience: Count  # 0: lower the rate after every epoch without improvement
 
 
 @dataclass(frozen=True)
 class CnnParams:
-    seed: int
-    threads: int
-    filters: tuple[int, ...]
-    kernel: int
-    dropout: tuple[float, ...]
-    dense: tuple[int, ...]
-    leaky_alpha: float
-    huber_delta: float
-    target_scale: float
+    seed: Seed
+    threads: Threads
+    filters: Annotated[tuple[Positive, ...], Length(min=1, max=6)]  # each block halves 96 px; a 7th leaves none
+    kernel: Annotated[int, Range(ge=1, le=96)]
+    dropout: tuple[Annotated[float, Range(ge=0, lt=1)], ...]
+    dense: tuple[Positive, ...]
+    leaky_alpha: Annotated[float, Range(ge=0, le=1)]
+    huber_delta: Annotated[float, Range(gt=0)]
+    target_scale: Annotated[float, Range(gt=0)]
     missing: Literal["mask", "ffill"]
     scheme_heads: bool
-    batch_size: int
+    batch_size: Positive
     flip: bool
     adam: CnnAdamParams
     sgd: CnnSgdParams
 
+    def check_fields(self, key: str) -> None:
+        if len(self.dropout) != len(self.filters):
+            raise ParamsError(f"params: '{key}.dropout' must have one rate per {key}.filters entry ({len(self.filters)}), "
+                              f"got {len(self.dropout)}")
+
 
 @dataclass(frozen=True)
 class EnsembleParams:
-    weights: tuple[float, float]  # resnet, cnn
+    members: Annotated[tuple[str, ...], Length(min=1)]  # model names of fkd.registry, checked where they are used
+    weights: Literal["fitted"] | Annotated[tuple[NonNegative, ...], PositiveSum()]  # fitted, or one per member
+    per_keypoint: bool  # fitted: one weight vector per keypoint instead of one per model
+
+    def check_fields(self, key: str) -> None:
+        if len(set(self.members)) != len(self.members):
+            raise ParamsError(f"params: '{key}.members' lists a model twice: {list(self.members)}")
+        if self.weights != "fitted" and len(self.weights) != len(self.members):
+            raise ParamsError(f"params: '{key}.weights' must be 'fitted' or one weight per member ({len(self.members)}), "
+                              f"got {list(self.weights)}")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     tta_flip: bool
-    grid_faces: int
-    worst_faces: int
+    grid_faces: Positive
+    worst_faces: Count
+
+    def check_fields(self, key: str) -> None:
+        if self.worst_faces > self.grid_faces:
+            raise ParamsError(f"params: '{key}.worst_faces' must be between 0 and {key}.grid_faces ({self.grid_faces}), "
+                              f"got {self.worst_faces}")
 
 
 @dataclass(frozen=True)
 class SubmitParams:
-    model: Literal["resnet", "cnn", "ensemble"]
+    model: str  # a model name of fkd.registry, or ensemble; checked where it is used
     tta_flip: bool
     upload: bool
     message: str
@@ -136,6 +235,7 @@ class Params:
     synthetic: SyntheticParams
     split: SplitParams
     resnet: ResnetParams
+    heatmap: HeatmapParams
     cnn: CnnParams
     ensemble: EnsembleParams
     evaluate: EvaluateParams
@@ -144,6 +244,12 @@ class Params:
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        inner, *constraints = typing.get_args(tp)
+        value = _convert(value, inner, key)
+        for constraint in constraints:
+            constraint.check(value, key)
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ParamsError(f"params: '{key}' must be a mapping, got {value!r}")
@@ -163,12 +269,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"params: '{key}' must have {len(args)} items, got {len(value)}")
         return tuple(_convert(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
     if origin in (typing.Union, types.UnionType):
+        errors = []
         for arg in typing.get_args(tp):
             try:
                 return _convert(value, arg, key)
-            except ParamsError:
-                continue
-        raise ParamsError(f"params: '{key}' has the wrong type: {value!r}")
+            except ParamsError as exc:
+                errors.append((typing.get_origin(arg) is Literal, exc))
+        # a list given where a name or a list is allowed: the list's own error says more than "not a name"
+        shaped = [exc for is_literal, exc in errors if not is_literal and isinstance(value, (list, tuple))]
+        if shaped:
+            raise shaped[0]
+        choices = " or ".join(_describe(arg) for arg in typing.get_args(tp))
+        raise ParamsError(f"params: '{key}' must be {choices}, got {value!r}")
     if tp is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"params: '{key}' must be true or false, got {value!r}")
@@ -186,6 +298,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 raise ParamsError(f"params: '{key}' must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"params: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"params: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -194,8 +308,16 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported type {tp} for {key}")  # a bug in the schema, not in params
 
 
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return "a list" if typing.get_origin(tp) is tuple else getattr(tp, "__name__", str(tp))
+
+
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     dotted = (lambda k: f"{prefix}.{k}" if prefix else k)
     unknown = sorted(set(raw) - set(names))
@@ -204,7 +326,10 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     missing = [n for n in names if n not in raw]
     if missing:
         raise ParamsError(f"params: missing key '{dotted(missing[0])}'")
-    return cls(**{n: _convert(raw[n], hints[n], dotted(n)) for n in names})
+    obj = cls(**{n: _convert(raw[n], hints[n], dotted(n)) for n in names})
+    if hasattr(obj, "check_fields"):
+        obj.check_fields(prefix)
+    return obj
 
 
 def parse_params(raw: dict) -> Params:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fkd.keypoints import COLUMNS, complete_mask
+from fkd.config import ParamsError
 from fkd.io import save_npy
+from fkd.keypoints import COLUMNS, complete_mask
 
 IMAGE_SIZE = 96
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -114,9 +115,18 @@ def parse_training_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise DataError(f"{path}: row {i + 1}: {col} is not a number: {kp[col].iloc[i]!r}") from None
-        raise
+        raise DataError(f"{path}: the keypoint columns cannot be read as numbers; check the file's quoting") from None
     keypoints = kp.to_numpy(dtype=np.float32)
-    empty = np.flatnonzero(~np.isfinite(keypoints).any(axis=1))
+    # NaN is a missing label; inf and points off the 96x96 image are errors (checked on the float32 kept)
+    with np.errstate(invalid="ignore"):
+        off = ~np.isnan(keypoints) & ~((keypoints >= 0) & (keypoints < IMAGE_SIZE))
+    if off.any():
+        i, j = (int(v) for v in np.argwhere(off)[0])
+        value = float(kp.iloc[i, j])
+        stored = f" ({float(keypoints[i, j])!r} as float32)" if 0 <= value < IMAGE_SIZE else ""
+        raise DataError(f"{path}: row {i + 1}: {COLUMNS[j]} is {value!r}{stored}, outside the image [0, {IMAGE_SIZE}); "
+                        f"fix the label or leave it empty (missing)")
+    empty = np.flatnonzero(np.isnan(keypoints).all(axis=1))
     if len(empty):
         raise DataError(f"{path}: row {empty[0] + 1}: no keypoint is labelled")
     return _parse_pixels(path, images), keypoints
@@ -125,6 +135,16 @@ def parse_training_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def parse_test_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """test.csv -> images uint8 (N, 96, 96) and ImageIds int64 (N,)."""
     path = Path(path)
+    ids, images = _test_rows(path)
+    return _parse_pixels(path, images), ids
+
+
+def read_test_ids(path: str | Path) -> np.ndarray:
+    """test.csv's ImageIds int64 (N,), checked (integers, unique) without converting the pixels."""
+    return _test_rows(Path(path))[0]
+
+
+def _test_rows(path: Path) -> tuple[np.ndarray, list[bytes]]:
     header, rows = _lines(path)
     _check_header(path, header, ["ImageId", "Image"])
     heads, images = _split_last_field(path, rows, 2)
@@ -140,15 +160,63 @@ def parse_test_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         dup = uniq[counts > 1][0]
         rows_ = np.flatnonzero(ids == dup) + 1
         raise DataError(f"{path}: row {rows_[1]}: duplicate ImageId {dup} (first at row {rows_[0]})")
-    return _parse_pixels(path, images), ids
+    return ids, images
+
+
+LOOKUP_HEADER = ("RowId", "ImageId", "FeatureName", "Location")
+
+
+def check_lookup(path: str | Path, test_ids: np.ndarray, label: str | None = None) -> int:
+    """Check IdLookupTable.csv against test.csv's ``test_ids``; returns its row count.
+
+    Header, integer RowIds (unique) and ImageIds, a FeatureName that is a training.csv keypoint
+    column, and an ImageId that test.csv has. ``label`` names the file in errors (default: its path).
+    """
+    path = Path(path)
+    label = label or str(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{label}: cannot read the lookup table: {exc}") from None
+    header = tuple(c.strip() for c in table.columns)
+    if header != LOOKUP_HEADER:
+        raise DataError(f"{label}: row 0 (header): expected {','.join(LOOKUP_HEADER)}, found {','.join(header)}")
+    if table.empty:
+        raise DataError(f"{label}: no rows after the header")
+    ids = {}
+    for col in ("RowId", "ImageId"):
+        text = table[col].str.strip()
+        good = text.str.fullmatch(r"[+-]?\d{1,18}")  # int64 holds 18 digits
+        if not good.all():
+            i = int(np.flatnonzero(~good.to_numpy())[0])
+            raise DataError(f"{label}: row {i + 1}: {col} is not an integer: {table[col].iloc[i]!r}")
+        ids[col] = text.astype(np.int64).to_numpy()
+    _, first, counts = np.unique(ids["RowId"], return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = ids["RowId"][first[counts > 1][0]]
+        where = np.flatnonzero(ids["RowId"] == dup) + 1
+        raise DataError(f"{label}: row {where[1]}: duplicate RowId {dup} (first at row {where[0]})")
+    names = table["FeatureName"].str.strip()
+    unknown = ~names.isin(COLUMNS)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(f"{label}: row {i + 1} (RowId {ids['RowId'][i]}): unknown FeatureName {names.iloc[i]!r}; "
+                        f"it must be one of training.csv's keypoint columns ({COLUMNS[0]}, ..., {COLUMNS[-1]})")
+    missing = ~np.isin(ids["ImageId"], np.asarray(test_ids))
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{label}: row {i + 1} (RowId {ids['RowId'][i]}): ImageId {ids['ImageId'][i]} is not in test.csv "
+                        f"({int(missing.sum())} lookup rows name images test.csv lacks); the two files do not belong together")
+    return len(table)
 
 
 def parse_raw(raw_dir: str | Path, out_dir: str | Path) -> dict:
-    """Parse training.csv and test.csv from ``raw_dir`` into .npy files in ``out_dir``; returns counts."""
+    """Parse training.csv and test.csv (and check IdLookupTable.csv) from ``raw_dir`` into .npy files in ``out_dir``; returns counts."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     images, keypoints = parse_training_csv(raw_dir / TRAIN_FILE)
     test_images, test_ids = parse_test_csv(raw_dir / TEST_FILE)
-    # nothing is written until both files parsed cleanly
+    check_lookup(raw_dir / LOOKUP_FILE, test_ids)  # submit needs it to match test.csv
+    # nothing is written until all files parsed cleanly
     save_npy(out_dir / "train_images.npy", images)
     save_npy(out_dir / "train_keypoints.npy", keypoints)
     save_npy(out_dir / "test_images.npy", test_images)
@@ -168,7 +236,7 @@ class Part:
 def split_indices(keypoints: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split stratified by label completeness; returns sorted (train_rows, val_rows)."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"split.val_fraction must be between 0 and 1, got {val_fraction}")
+        raise ParamsError(f"params: 'split.val_fraction' must be in (0, 1), got {val_fraction!r}")
     rng = np.random.default_rng(seed)
     complete = complete_mask(keypoints)
     val = []
@@ -188,6 +256,10 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
     images = np.load(prepared_dir / "train_images.npy")
     keypoints = np.load(prepared_dir / "train_keypoints.npy")
     train_rows, val_rows = split_indices(keypoints, val_fraction, seed)
+    for name, rows in (("validation", val_rows), ("training", train_rows)):
+        if len(rows) == 0:
+            raise DataError(f"{prepared_dir / 'train_keypoints.npy'}: split.val_fraction {val_fraction} of {len(keypoints)} "
+                            f"rows leaves 0 {name} rows; change split.val_fraction or use more training rows")
     for name, rows in (("train", train_rows), ("val", val_rows)):
         save_npy(out_dir / f"{name}_images.npy", images[rows])
         save_npy(out_dir / f"{name}_keypoints.npy", keypoints[rows])

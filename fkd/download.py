@@ -9,11 +9,15 @@ Sources (params ``data.source``):
 Kaggle's zip holds training.zip (-> training.csv), test.zip (-> test.csv), IdLookupTable.csv and
 SampleSubmission.csv; only the first three are kept. Every member is read to its end, which makes
 zipfile check its CRC, so a damaged or truncated archive is an error naming the file. Each CSV must
-carry Kaggle's header and at least one row. Everything is built in a temporary folder beside the
-output and renamed into place only after all checks passed: a failed run leaves no ``data/raw``.
+carry Kaggle's header and at least one row; IdLookupTable.csv must name only keypoint columns and
+test.csv's ImageIds. Everything is built in a staging folder beside the output
+(``data/.raw.<pid>.<random>.tmp``) and renamed into place only after all checks passed: a failed
+run leaves no ``data/raw``. A run that was killed cannot remove its staging folder; the next run
+removes the staging folders whose process is gone.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from fkd.cli import StageError
 from fkd.config import DataParams, ParamsError, SyntheticParams
-from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError
+from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_lookup, read_test_ids
 from fkd.kaggle_client import human_size
 from fkd.keypoints import COLUMNS
 
@@ -45,8 +49,10 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, No
 def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path) -> dict[str, dict[str, int]]:
     """Fetch, unpack and check the competition files into ``out_dir``; returns {file: {bytes, rows}}."""
     out_dir = Path(out_dir)
+    local_path = resolve_local_path(data.path) if data.source == "local" else None  # a bad path writes nothing
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".tmp", dir=out_dir.parent))
     try:
         raw = staging / "raw"
         raw.mkdir()
@@ -57,7 +63,7 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
             zip_path = download_competition(data.competition, staging / "download")
             origins = unpack_competition_zip(zip_path, raw, label=f"downloaded {zip_path.name}")
         elif data.source == "local":
-            origins = unpack_local(resolve_local_path(data.path), raw)
+            origins = unpack_local(local_path, raw)
         elif data.source == "synthetic":
             log.info("drawing %d training and %d test faces (seed %d)", synthetic.n_train, synthetic.n_test, synthetic.seed)
             write_dataset(raw, synthetic)
@@ -74,17 +80,58 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
     return summary
 
 
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging folders of ``out_dir`` left by runs that were killed; returns them.
+
+    A staging folder is ``.<out name>.<pid>.<random>.tmp`` beside ``out_dir``; it is stale when no
+    process ``pid`` runs on this machine. A folder named without a pid (``.<out name>.<random>.tmp``,
+    made before the pid was recorded) is stale too. A pid that was reused keeps its folder until
+    that process ends: a later run removes it then.
+    """
+    removed = []
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
+        middle = path.name[len(out_dir.name) + 2 : -len(".tmp")].split(".")
+        pid = int(middle[0]) if len(middle) == 2 and middle[0].isdigit() else None
+        if not path.is_dir() or path.is_symlink() or len(middle) > 2 or (pid is not None and _process_exists(pid)):
+            continue
+        log.info("removing %s, left by a download that did not finish", path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_dataset(out_dir: Path, p: SyntheticParams) -> None:
     from fkd.synthetic import write_dataset as draw
 
     draw(out_dir, p.n_train, p.n_test, p.partial_fraction, p.seed)
 
 
+#: Where a local competition zip lives: a folder of the repo that the download stage depends on, so a
+#: DVC-tracked zip in it is hashed, cached, pushed and copied into every experiment's workspace.
+COMPETITION_DIR = "competition"
+
+
 def resolve_local_path(path: str) -> Path:
-    """``data.path`` as a path; a relative one is relative to the project root (the stage's cwd)."""
-    resolved = Path(path).expanduser()
-    if not resolved.is_absolute():
-        resolved = Path.cwd() / resolved
+    """``data.path`` as a path inside :data:`COMPETITION_DIR` (relative to the project root, the stage's cwd)."""
+    given = Path(path)
+    inside = not given.is_absolute() and ".." not in given.parts and given.parts[:1] == (COMPETITION_DIR,)
+    if not inside:
+        raise ParamsError(
+            f"params: 'data.path' is {path!r}, outside {COMPETITION_DIR}/: put the competition zip in the repo so DVC tracks it "
+            f"(cp ZIP {COMPETITION_DIR}/ && dvc add {COMPETITION_DIR}/facial-keypoints-detection.zip) and set data.path to "
+            f"{COMPETITION_DIR}/facial-keypoints-detection.zip"
+        )
+    resolved = Path.cwd() / given
     if not resolved.exists():
         raise StageError(
             f"data.path: {path} does not exist (looked at {resolved}); set it to the competition zip "
@@ -150,7 +197,7 @@ def copy_competition_folder(folder: str | Path, out_dir: str | Path) -> dict[str
 
 
 def check_raw_dir(raw_dir: str | Path, origins: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
-    """Check each CSV's header and that it has rows; returns {file: {bytes, rows}}.
+    """Check each CSV's header and that it has rows, and the lookup table against test.csv; returns {file: {bytes, rows}}.
 
     ``origins`` names where each file came from, for the error messages.
     """
@@ -164,6 +211,12 @@ def check_raw_dir(raw_dir: str | Path, origins: dict[str, str] | None = None) ->
             raise DataError(f"{label}: missing")
         check_csv(path, expected, label)
         summary[name] = {"bytes": path.stat().st_size, "rows": count_rows(path)}
+    test_path = raw_dir / TEST_FILE
+    try:
+        test_ids = read_test_ids(test_path)
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(test_path), origins.get(TEST_FILE, str(test_path)), 1)) from None
+    check_lookup(raw_dir / LOOKUP_FILE, test_ids, origins.get(LOOKUP_FILE))
     return summary
 
 

@@ -20,7 +20,6 @@ rows) is ``null``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -32,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.config import EvaluateParams, ParamsError
-from fkd.data import Part
-from fkd.inference import ModelFn, ensemble, with_flip_tta
+from fkd.config import EnsembleParams, EvaluateParams
+from fkd.data import DataError, Part
+from fkd.ensemble import combine
+from fkd.inference import ModelFn, flip_average
 from fkd.io import atomic_path, save_json
+from fkd.registry import MODEL_NAMES, check_predictions
 from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, to_extended, widen_to_extended
 
 log = logging.getLogger("fkd.evaluate")
@@ -45,11 +46,11 @@ METRIC_KEYS: tuple[str, ...] = ("rmse", "rmse_complete", "rmse_partial", "mae", 
 #: Keys that must be numbers; the others may be null when nothing was there to score.
 REQUIRED_KEYS: tuple[str, ...] = ("rmse", "mae")
 PCK_FRACTIONS = {"pck_05": 0.05, "pck_10": 0.10}
-#: The models whose outputs the ensemble averages, in the order of params ``ensemble.weights``.
-ENSEMBLE_MEMBERS: tuple[str, ...] = ("resnet", "cnn")
 MEAN_SHAPE = "mean_shape"
 #: Variants drawn on face grids and shown in the per-keypoint chart (TTA twins and the baseline are in the files).
-MODEL_VARIANTS: tuple[str, ...] = ("resnet", "cnn", "ensemble")
+MODEL_VARIANTS: tuple[str, ...] = (*MODEL_NAMES, "ensemble")
+#: Folds of the cross-fitting that scores a fitted ensemble honestly.
+ENSEMBLE_FOLDS = 5
 
 _LEFT_EYE, _RIGHT_EYE = index("left_eye_center", EXTENDED_NAMES), index("right_eye_center", EXTENDED_NAMES)
 
@@ -179,36 +180,50 @@ def mean_shape_fn(train_keypoints: np.ndarray) -> ModelFn:
     return predict
 
 
-def _memoized(fn: ModelFn) -> ModelFn:
-    """``fn`` remembering its outputs by image content: TTA and ensemble variants reuse the base passes."""
-    cache: dict[bytes, np.ndarray] = {}
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images)
-        key = hashlib.blake2b(images.data, digest_size=16).digest() + repr(images.shape).encode()
-        if key not in cache:
-            cache[key] = np.asarray(fn(images))
-        return cache[key]
-
-    return predict
-
-
-def variant_predictors(models: dict[str, ModelFn], weights, tta_flip: bool, mean_shape: ModelFn | None = None) -> dict[str, ModelFn]:
-    """Model functions of every scored variant: each model, ``ensemble`` (when all of
-    :data:`ENSEMBLE_MEMBERS` are given, weighted by ``weights``), their ``<name>_tta`` flip-TTA twins
-    (the TTA ensemble averages TTA members, as the submit stage does) and ``mean_shape``."""
-    base = {name: _memoized(fn) for name, fn in models.items()}
-    variants = dict(base)
-    if all(m in base for m in ENSEMBLE_MEMBERS):
-        variants["ensemble"] = ensemble([base[m] for m in ENSEMBLE_MEMBERS], weights)
+def model_predictions(model_fn: ModelFn, images: np.ndarray, tta_flip: bool) -> dict[str, np.ndarray]:
+    """One model's predictions, computed once: ``direct`` and, with ``tta_flip``, ``tta`` (see :func:`flip_average`)."""
+    direct = np.asarray(model_fn(images), dtype=np.float64)
+    out = {"direct": direct}
     if tta_flip:
-        tta = {name: with_flip_tta(fn) for name, fn in base.items()}
-        variants.update({f"{name}_tta": fn for name, fn in tta.items()})
-        if "ensemble" in variants:
-            variants["ensemble_tta"] = ensemble([tta[m] for m in ENSEMBLE_MEMBERS], weights)
-    if mean_shape is not None:
-        variants[MEAN_SHAPE] = mean_shape
-    return variants
+        mirrored = np.asarray(model_fn(np.ascontiguousarray(images[:, :, ::-1])), dtype=np.float64)
+        out["tta"] = flip_average(direct, mirrored, images.shape[2])
+    return out
+
+
+def variant_predictions(models: dict[str, ModelFn], images: np.ndarray, keypoints: np.ndarray, p: EnsembleParams,
+                        tta_flip: bool) -> tuple[dict[str, np.ndarray], dict | None]:
+    """Predictions (N, 34) of every scored variant: each model, ``<model>_tta`` with flip TTA, and
+    ``ensemble``/``ensemble_tta`` when every member of ``p.members`` is among ``models``.
+
+    With ``p.weights: fitted`` the ensemble's weights are fitted on these rows (:func:`fkd.ensemble.fit_weights`,
+    on the TTA predictions when ``tta_flip``, as submit uses them) and its scored predictions are the
+    cross-fitted ones (each fold combined with weights fitted on the other folds), so its metrics stay honest.
+    Returns the predictions and, when fitted, ``{"members", "weights", ...}`` for :func:`fkd.ensemble.save_weights`.
+    """
+    base = {name: model_predictions(fn, images, tta_flip) for name, fn in models.items()}
+    variants = {name: pred["direct"] for name, pred in base.items()}
+    if tta_flip:
+        variants.update({f"{name}_tta": pred["tta"] for name, pred in base.items()})
+    fitted = None
+    if all(m in base for m in p.members):
+        kinds = ["direct", "tta"] if tta_flip else ["direct"]
+        if p.weights == "fitted":
+            from fkd.ensemble import cross_fitted, fit_weights, rmse
+
+            used = "tta" if tta_flip else "direct"
+            members, targets = [base[m][used] for m in p.members], to_extended(keypoints)
+            weights = fit_weights(members, targets, p.per_keypoint)
+            in_sample = rmse(combine(members, weights), targets)
+            for kind in kinds:
+                oof, _ = cross_fitted([base[m][kind] for m in p.members], targets, p.per_keypoint, ENSEMBLE_FOLDS)
+                variants["ensemble" + ("_tta" if kind == "tta" else "")] = oof
+            fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"validation, {'flip TTA' if tta_flip else 'direct'}",
+                      "rmse_in_sample": round(in_sample, 5), "cross_fit_folds": ENSEMBLE_FOLDS}
+        else:
+            weights = np.asarray(p.weights, dtype=np.float64) / sum(p.weights)
+            for kind in kinds:
+                variants["ensemble" + ("_tta" if kind == "tta" else "")] = combine([base[m][kind] for m in p.members], weights)
+    return variants, fitted
 
 
 # --- the evaluation ------------------------------------------------------------------------------
@@ -224,21 +239,20 @@ class VariantResult:
     predictions: np.ndarray  # (N, 34) extended layout
 
 
-def evaluate_models(models: dict[str, ModelFn], train: Part, val: Part, weights, tta_flip: bool) -> dict[str, VariantResult]:
-    """Score every variant of :func:`variant_predictors` (plus the mean-shape baseline) on ``val``."""
+def evaluate_models(models: dict[str, ModelFn], train: Part, val: Part, p: EnsembleParams,
+                    tta_flip: bool) -> tuple[dict[str, VariantResult], dict | None]:
+    """Score every variant of :func:`variant_predictions` (plus the mean-shape baseline) on ``val``;
+    returns the results and the fitted ensemble weights (or None)."""
     if len(val.images) == 0:
-        raise ValueError("the validation split is empty: nothing to evaluate")
-    predictors = variant_predictors(models, weights, tta_flip, mean_shape_fn(train.keypoints))
+        raise DataError("the validation split is empty: nothing to evaluate")
+    predictions, fitted = variant_predictions(models, val.images, val.keypoints, p, tta_flip)
+    predictions[MEAN_SHAPE] = mean_shape_fn(train.keypoints)(val.images)
     results = {}
-    for name, predict in predictors.items():
-        pred = np.asarray(predict(val.images), dtype=np.float64)
-        if pred.shape != (len(val.images), 2 * len(EXTENDED_NAMES)):
-            raise ValueError(f"model '{name}' returned shape {pred.shape}, expected ({len(val.images)}, {2 * len(EXTENDED_NAMES)})")
-        if not np.isfinite(pred).all():
-            raise ValueError(f"model '{name}' predicted non-finite keypoints for {int((~np.isfinite(pred)).any(axis=1).sum())} faces")
+    for name, pred in predictions.items():
+        pred = check_predictions(pred, len(val.images), f"model '{name}'")
         metrics = check_metrics(score(pred, val.keypoints), name)
         results[name] = VariantResult(metrics, per_keypoint(pred, val.keypoints), per_image_error(pred, val.keypoints), pred)
-    return results
+    return results, fitted
 
 
 def pick_grid_faces(errors: np.ndarray, n_faces: int, n_worst: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,13 +265,6 @@ def pick_grid_faces(errors: np.ndarray, n_faces: int, n_worst: int) -> tuple[np.
     n_typical = n_faces - n_worst
     typical = rest[np.linspace(0, len(rest) - 1, n_typical).round().astype(int)] if n_typical and len(rest) else rest[:0]
     return typical, worst
-
-
-def check_evaluate_params(p: EvaluateParams) -> None:
-    if p.grid_faces < 1:
-        raise ParamsError(f"params: 'evaluate.grid_faces' must be at least 1, got {p.grid_faces}")
-    if not 0 <= p.worst_faces <= p.grid_faces:
-        raise ParamsError(f"params: 'evaluate.worst_faces' must be between 0 and evaluate.grid_faces ({p.grid_faces}), got {p.worst_faces}")
 
 
 def _staging_dir(out_dir: Path) -> Path:

@@ -77,15 +77,22 @@ class Box:
 
     @classmethod
     def parse(cls, text: str) -> "Box":
-        """``"x,y,w,h"`` -> Box; w and h must be positive."""
+        """``"x,y,w,h"`` -> Box; finite numbers, w and h positive."""
         parts = text.split(",")
         try:
             x, y, w, h = (float(p) for p in parts)
         except ValueError:
             raise ValueError(f"box {text!r}: expected four numbers x,y,w,h") from None
+        if not np.isfinite([x, y, w, h]).all():
+            raise ValueError(f"box {text!r}: expected four finite numbers x,y,w,h")
         if w <= 0 or h <= 0:
             raise ValueError(f"box {text!r}: width and height must be positive")
         return cls(x, y, w, h)
+
+    def centre_inside(self, width: int, height: int) -> bool:
+        """Whether the box's centre lies on a ``width`` x ``height`` photo (pixel edges -0.5 .. size - 0.5)."""
+        cx, cy = self.centre
+        return bool(-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5)
 
 
 @dataclass

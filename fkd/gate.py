@@ -8,8 +8,13 @@ JSON file ``{metric file: {key: value}}`` (``--write-baseline`` writes one). ``d
 its own never fails and, without a ref, compares HEAD with itself on a clean checkout (dvc #7578),
 so the gate always names its baseline and decides from the numbers.
 
-Exit 0: every tracked metric is within tolerance. Exit 1: one got worse, or is missing or unreadable
-in the workspace. Exit 2: the gate could not run (bad gate.yaml, unknown ref, dvc failed).
+A tracked value counts as new (and passes) only when the baseline has none: its metric file is
+absent there, or the file lacks the key. A baseline metric file that is there but cannot be read,
+or a baseline value that is not a finite number, stops the gate: nothing can be compared with it.
+
+Exit 0: every tracked metric is within tolerance. Exit 1: one got worse, or is missing, unreadable or
+not a finite number in the workspace. Exit 2: the gate could not run (bad gate.yaml, unknown ref,
+unreadable baseline, dvc failed).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import fnmatch
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -148,23 +154,45 @@ def workspace_metrics(cwd: Path) -> tuple[Metrics, dict[str, str]]:
     return metrics, errors
 
 
-def ref_metrics(ref: str, cwd: Path) -> Metrics:
-    """The metrics committed at git ``ref`` (the "old" side of ``dvc metrics diff REF --all``)."""
-    diff = _dvc_json(["metrics", "diff", ref, "--all"], cwd)
+def ref_metrics(ref: str, cwd: Path) -> tuple[Metrics, dict[str, str]]:
+    """The metrics committed at git ``ref``, and for each metric file there that cannot be read why.
+
+    A metric file absent at ``ref`` (not declared in its dvc.yaml, or declared but not there) is in
+    neither. ``dvc metrics diff`` cannot tell the two apart (both have no "old" value), so the
+    files are read with DVC's API, as ``dvc metrics show`` reads them.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.metrics.show import to_relpath
+
+    try:
+        with Repo(str(cwd)) as repo:
+            shown = {rev: to_relpath(repo.fs, repo.root_dir, result) for rev, result in repo.metrics.show(revs=[ref]).items()}
+    except DvcException as exc:
+        raise GateError(f"baseline {ref}: {exc}") from None
+    at_ref = shown.get(ref) or next((r for rev, r in shown.items() if rev != "workspace"), {})
+    if "error" in at_ref:
+        raise GateError(f"baseline {ref}: dvc cannot read the metrics there: {at_ref['error']}")
     metrics: Metrics = {}
-    for path, keys in diff.items():
-        old = {k: v["old"] for k, v in keys.items() if v.get("old") is not None}
-        if old:
-            metrics[path.replace("\\", "/")] = old
-    return metrics
+    errors: dict[str, str] = {}
+    for path, entry in at_ref.get("data", {}).items():
+        path = path.replace("\\", "/")
+        if "error" not in entry:
+            metrics[path] = flatten(entry.get("data", {}))
+        elif not isinstance(entry["error"], FileNotFoundError):
+            # DVC says "unable to read: 'PATH', WHY" with PATH relative to its own working folder
+            errors[path] = re.sub(r"^unable to read: '[^']*', ", "", str(entry["error"])) or type(entry["error"]).__name__
+    return metrics, errors
 
 
 def file_metrics(path: Path) -> Metrics:
     """A baseline JSON file: {metric file: {key: value}} (keys nested or dotted)."""
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise GateError(f"baseline {path} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GateError(f"baseline {path} is not valid JSON (made by --write-baseline?): {exc}") from None
+    except OSError as exc:
+        raise GateError(f"baseline {path} cannot be read: {exc}") from None
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise GateError(f"baseline {path}: expected {{metric file: {{key: value}}}}")
     return {p.replace("\\", "/"): flatten(v) for p, v in raw.items()}
@@ -177,14 +205,18 @@ def _number(value: Any) -> float | None:
 
 
 def check_one(rule: Rule, path: str, key: str, baseline: Any, value: Any, why_missing: str) -> Check:
+    """The verdict on one value; ``baseline`` None means the baseline has none (raises GateError if it is not a finite number)."""
     if value is None:
         return Check(path, key, baseline, None, None, "MISSING", why_missing)
     new = _number(value)
-    if new is None or math.isnan(new):
-        return Check(path, key, baseline, value, None, "INVALID", "not a number")
+    if new is None or not math.isfinite(new):
+        return Check(path, key, baseline, value, None, "INVALID", "not a finite number")
+    if baseline is None:
+        return Check(path, key, None, value, None, "new", "no baseline value")
     old = _number(baseline)
-    if old is None or math.isnan(old):
-        return Check(path, key, baseline, value, None, "new", "no numeric baseline")
+    if old is None or not math.isfinite(old):
+        raise GateError(f"the baseline's {path} has {key} = {baseline!r}, not a finite number to compare with; "
+                        "choose another --baseline")
     allowed = rule.allowed(old)
     worse = rule.worsening(old, new)
     if worse > allowed:
@@ -193,14 +225,22 @@ def check_one(rule: Rule, path: str, key: str, baseline: Any, value: Any, why_mi
     return Check(path, key, old, new, allowed, status)
 
 
-def compare(rules: list[Rule], baseline: Metrics, workspace: Metrics, errors: dict[str, str]) -> list[Check]:
-    """Apply every rule to every metric file it matches (in the baseline or the workspace)."""
+def compare(rules: list[Rule], baseline: Metrics, workspace: Metrics, errors: dict[str, str],
+            baseline_errors: dict[str, str] | None = None, baseline_name: str = "baseline") -> list[Check]:
+    """Apply every rule to every metric file it matches (in the baseline or the workspace).
+
+    ``baseline_errors``: metric files the baseline has but cannot read; one a rule tracks raises GateError.
+    """
+    baseline_errors = baseline_errors or {}
     checks: list[Check] = []
     seen: set[tuple[str, str]] = set()
-    paths = sorted(set(baseline) | set(workspace) | set(errors))
+    paths = sorted(set(baseline) | set(workspace) | set(errors) | set(baseline_errors))
     for rule in rules:
         matched = False
         for path in (p for p in paths if fnmatch.fnmatchcase(p, rule.files)):
+            if path in baseline_errors:
+                raise GateError(f"baseline {baseline_name}: {path} cannot be read ({baseline_errors[path]}); "
+                                "repair it there or choose another --baseline")
             for key in rule.keys:
                 old = baseline.get(path, {}).get(key)
                 new = workspace.get(path, {}).get(key)
@@ -261,7 +301,10 @@ def write_baseline(path: Path, rules: list[Rule], workspace: Metrics) -> int:
         for file in sorted(p for p in workspace if fnmatch.fnmatchcase(p, rule.files)):
             for key in rule.keys:
                 if key in workspace[file]:
-                    out.setdefault(file, {})[key] = workspace[file][key]
+                    value = workspace[file][key]
+                    if isinstance(value, float) and not math.isfinite(value):
+                        raise GateError(f"{file}: {key} is {value!r}, not a finite number; fix the metric before saving a baseline")
+                    out.setdefault(file, {})[key] = value
     path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     return sum(len(v) for v in out.values())
 
@@ -271,11 +314,11 @@ def run_gate(baseline: str, tolerances: str | Path, cwd: Path = Path(".")) -> tu
     rules = load_rules(cwd / tolerances)
     workspace, errors = workspace_metrics(cwd)
     if (cwd / baseline).is_file():
-        base, name = file_metrics(cwd / baseline), baseline
+        base, base_errors = file_metrics(cwd / baseline), {}
     else:
-        base, name = ref_metrics(baseline, cwd), baseline
-    checks = compare(rules, base, workspace, errors)
-    return not any(c.failed for c in checks), format_table(checks, name)
+        base, base_errors = ref_metrics(baseline, cwd)
+    checks = compare(rules, base, workspace, errors, base_errors, baseline)
+    return not any(c.failed for c in checks), format_table(checks, baseline)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,69 +1,90 @@
-"""One prediction interface over both models: flip test-time augmentation and the ensemble.
+"""One prediction interface over every model: flip test-time augmentation and the ensemble.
 
 A *model function* takes uint8 images (N, 96, 96) and returns keypoints (N, 34) in pixels in
 the extended layout of :mod:`fkd.keypoints` (15 scheme-A points, then scheme-B nose tip and
-bottom lip). ``fkd.resnet.load_model_fn`` and ``fkd.cnn.load_model_fn`` build one from a
-saved model file.
+bottom lip). :mod:`fkd.registry` says which file and loader builds each model's function.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from fkd.keypoints import EXTENDED_NAMES, flip_coords
+from fkd.errors import ModelFileError
+from fkd.registry import ENSEMBLE_FILE, MODELS, ModelFn, check_model_names
 
-ModelFn = Callable[[np.ndarray], np.ndarray]
 
-#: Model files under ``models/`` that each model kind predicts with.
-MODEL_FILES = {"resnet": "resnet.pt", "cnn": "cnn_sgd.keras"}
+def flip_average(direct: np.ndarray, mirrored: np.ndarray, width: int = 96) -> np.ndarray:
+    """Flip test-time augmentation on arrays: the mean of the predictions on the images and the
+    swapped-back predictions on their mirrors (both (N, 34))."""
+    return (direct + flip_coords(mirrored, width=width, names=EXTENDED_NAMES)) / 2
 
 
 def with_flip_tta(model_fn: ModelFn) -> ModelFn:
     """Average the prediction on each image with the swapped-back prediction on its mirror."""
 
     def predict(images: np.ndarray) -> np.ndarray:
-        direct = model_fn(images)
-        mirrored = model_fn(np.ascontiguousarray(images[:, :, ::-1]))
-        return (direct + flip_coords(mirrored, width=images.shape[2], names=EXTENDED_NAMES)) / 2
+        return flip_average(model_fn(images), model_fn(np.ascontiguousarray(images[:, :, ::-1])), images.shape[2])
 
     return predict
 
 
-def ensemble(model_fns: list[ModelFn], weights: list[float] | tuple[float, ...]) -> ModelFn:
-    """Weighted mean of several model functions (weights are normalised to sum to 1)."""
+def ensemble(model_fns: list[ModelFn], weights) -> ModelFn:
+    """Weighted mean of several model functions: ``weights`` (M,) per model or (M, 17) per keypoint
+    (see :func:`fkd.ensemble.combine`)."""
+    from fkd.ensemble import combine
+
     w = np.asarray(weights, dtype=np.float64)
-    if len(w) != len(model_fns) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"ensemble weights must be {len(model_fns)} non-negative numbers with a positive sum, got {list(weights)}")
-    w = w / w.sum()
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return sum(wi * fn(images) for wi, fn in zip(w, model_fns) if wi > 0)
+        return combine([fn(images) for fn in model_fns], w)
 
     return predict
+
+
+def ensemble_weights(p, models_dir: str | Path = "models") -> np.ndarray:
+    """The ensemble's weights for params ``p`` (``ensemble``): fitted ones from ``models_dir``, or the
+    fixed ones of params, normalised to sum to 1."""
+    check_model_names(p.members, "ensemble.members")
+    if p.weights == "fitted":
+        from fkd.ensemble import load_weights
+
+        path = Path(models_dir) / ENSEMBLE_FILE
+        if not path.exists():
+            raise ModelFileError(f"{path} not found: the evaluate stage fits it (run `dvc repro`, or `dvc pull`), "
+                                    "or set fixed ensemble.weights in params.yaml")
+        return load_weights(path, expected_members=list(p.members))[1]
+    w = np.asarray(p.weights, dtype=np.float64)
+    return w / w.sum()
 
 
 def load_model_fn(kind: str, models_dir: str | Path = "models") -> ModelFn:
-    """The model function of ``resnet`` or ``cnn`` from its file in ``models_dir``."""
-    path = Path(models_dir) / MODEL_FILES[kind]
+    """The model function of model ``kind`` (a :data:`fkd.registry.MODELS` name) from its file in ``models_dir``.
+
+    Raises :class:`fkd.registry.ModelFileError` when the file is not there, or is there but cannot be loaded (the
+    loader's exception chained) when it is there but cannot be loaded.
+    """
+    check_model_names(kind, "model")
+    path = Path(models_dir) / MODELS[kind].file
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro` (or `dvc pull`) to get the trained {kind} model")
-    if kind == "resnet":
-        from fkd.resnet import load_model_fn as load
-    else:
-        from fkd.cnn import load_model_fn as load
-    return load(path)
+        raise ModelFileError(f"{path} not found: run `dvc repro` (or `dvc pull`) to get the trained {kind} model")
+    try:
+        return MODELS[kind].load(path)
+    except Exception as exc:  # any loader, any format: truncated, damaged or not a model at all
+        why = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
+        raise ModelFileError(f"{path}: cannot load the {kind} model ({why}); "
+                             f"rebuild it with `dvc repro` (or fetch it with `dvc pull`)") from exc
 
 
-def load_predictor(kind: str, models_dir: str | Path = "models", weights=(0.5, 0.5), tta_flip: bool = True) -> ModelFn:
-    """Model function for ``resnet``, ``cnn`` or ``ensemble`` (weights: resnet, cnn), with optional flip TTA."""
+def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip: bool = True) -> ModelFn:
+    """Model function for one model or ``ensemble`` (members and weights from params ``ensemble``), with optional flip TTA."""
+    check_model_names(kind, "submit.model", extra=("ensemble",))
     if kind == "ensemble":
-        fns = [load_model_fn(k, models_dir) for k in ("resnet", "cnn")]
+        weights = ensemble_weights(ensemble_params, models_dir)
+        fns = [load_model_fn(k, models_dir) for k in ensemble_params.members]
         if tta_flip:
             fns = [with_flip_tta(f) for f in fns]
         return ensemble(fns, weights)
-    if kind not in MODEL_FILES:
-        raise ValueError(f"unknown model {kind!r}: choose resnet, cnn or ensemble")
     fn = load_model_fn(kind, models_dir)
     return with_flip_tta(fn) if tta_flip else fn

@@ -1,11 +1,13 @@
-"""Keypoints on any photo: ``python -m fkd.predict PHOTO_OR_FOLDER... [--model resnet|cnn|ensemble] [--out DIR]``.
+"""Keypoints on any photo: ``python -m fkd.predict PHOTO_OR_FOLDER... [--model resnet|heatmap|cnn|ensemble] [--out DIR]``.
 
 Finds the faces (see fkd.faces), predicts the 15 keypoints with the trained models and writes,
 into ``--out``: one overlay PNG per photo (face box in yellow; the subject's left points in
 orange, right points in blue, centre points in green) and ``keypoints.csv`` for the whole run:
 ``image,face,box_x,box_y,box_w,box_h`` and training.csv's 30 keypoint columns, in the photo's
-pixel coordinates. A photo without a face gets one row with empty keypoints (and a warning);
-an unreadable photo is reported and skipped, and the exit code is then 1.
+pixel coordinates. A photo without a face gets one row with empty keypoints (and a warning).
+A photo that cannot be used (unreadable, too big, a ``--box`` off it) is reported by name and
+skipped; the others are processed, and the exit code is then 1. A model file that cannot be
+loaded, or an ``--out`` that is not a folder, stops the run before anything is written (exit 2).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from fkd import faces
 from fkd.cli import StageError, run_stage
 from fkd.io import atomic_path
 from fkd.keypoints import COLUMNS, KEYPOINT_NAMES
+from fkd.registry import MODEL_NAMES
 
 log = logging.getLogger("fkd.predict")
 
@@ -36,7 +39,7 @@ OVERLAY_MIN_SIDE, OVERLAY_MAX_SIDE = 480, 2048
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m fkd.predict", description=__doc__.split("\n\n")[1].replace("\n", " "))
     ap.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="image files, or folders of them (not searched recursively)")
-    ap.add_argument("--model", choices=["resnet", "cnn", "ensemble"], help="default: params.yaml submit.model")
+    ap.add_argument("--model", choices=[*MODEL_NAMES, "ensemble"], help="default: params.yaml submit.model")
     ap.add_argument("--models", default="models", help="folder with resnet.pt / cnn_sgd.keras (default: models)")
     ap.add_argument("--params", default="params.yaml", help="params file (default model, ensemble weights, flip TTA)")
     ap.add_argument("--out", default="predictions", help="output folder (default: predictions)")
@@ -55,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error("--box and --no-detect exclude each other")
     if args.batch < 1:
         ap.error("--batch must be at least 1")
+    if args.detect_side < 1:
+        ap.error("--detect-side must be at least 1")
     return args
 
 
@@ -83,22 +88,41 @@ def photo_paths(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def read_photo(path: Path) -> np.ndarray:
-    """An image file as a uint8 gray, RGB or RGBA array (EXIF rotation applied); raises ValueError if unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """An image file as a uint8 gray, RGB or RGBA array (EXIF rotation applied).
+
+    Raises ValueError naming the file if it cannot be read, or if it declares more pixels than
+    PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million; a decompression bomb or a huge scan).
+    """
+    import warnings
+
+    from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0-255
-                values = np.asarray(img, dtype=np.float64)
-                top = values.max() if values.max() > 255 else 255.0
-                return np.clip(np.round(values * 255.0 / max(top, 1e-9)), 0, 255).astype(np.uint8)
-            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            mode = "RGBA" if has_alpha else ("L" if img.mode in ("1", "L") else "RGB")
-            return np.asarray(img.convert(mode))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the image ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL only warns up to twice the limit
+            return _decode(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path}: the image is too big to read ({exc}); "
+                         f"shrink it below {Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except MemoryError:
+        raise ValueError(f"{path}: not enough memory to read the image; shrink it") from None
+    except Exception as exc:  # a damaged file can make a decoder raise nearly anything
+        raise ValueError(f"{path}: cannot read the image ({exc or type(exc).__name__})") from None
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0-255
+            values = np.asarray(img, dtype=np.float64)
+            top = values.max() if values.max() > 255 else 255.0
+            return np.clip(np.round(values * 255.0 / max(top, 1e-9)), 0, 255).astype(np.uint8)
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        mode = "RGBA" if has_alpha else ("L" if img.mode in ("1", "L") else "RGB")
+        return np.asarray(img.convert(mode))
 
 
 def to_rgb(photo: np.ndarray) -> np.ndarray:
@@ -205,16 +229,62 @@ def load_model(args: argparse.Namespace):
 
     params = load_params(args.params)
     kind = args.model or params.submit.model
-    try:
-        model_fn = load_predictor(kind, args.models, params.ensemble.weights, params.submit.tta_flip)
-    except FileNotFoundError as exc:
-        raise StageError(str(exc)) from None
+    model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip)
     log.info("model: %s from %s (flip TTA %s)", kind, args.models, "on" if params.submit.tta_flip else "off")
     return model_fn
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """StageError unless ``out_dir`` is a folder or can be made one (nothing above it is a file)."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise StageError(f"--out {out_dir}: {folder} is a file, not a folder; "
+                                 f"name a folder for the overlays and {CSV_NAME} (it is made if missing)")
+            return
+
+
+def check_boxes(path: Path, photo: np.ndarray, boxes: list[faces.Box]) -> None:
+    """ValueError naming the photo and the box unless each box's centre lies on the photo."""
+    h, w = photo.shape[:2]
+    for box in boxes:
+        if not box.centre_inside(w, h):
+            raise ValueError(f"{path}: --box {box.x:g},{box.y:g},{box.w:g},{box.h:g} is off the {w}x{h} photo "
+                             "(its centre is outside); give x,y,w,h of a face in this photo's pixels")
+
+
+def locate(batch: list[tuple[Path, np.ndarray]], predict: faces.CropPredictor, args: argparse.Namespace) -> list:
+    """Each photo's faces (a list of FaceResult), or the exception that photo raised.
+
+    The photos go through the chain together; if that fails, one by one, so that one bad photo
+    fails alone.
+    """
+    def run(photos: list[np.ndarray]) -> list[list[faces.FaceResult]]:
+        if args.no_detect:
+            boxes = [[faces.Box(0, 0, p.shape[1], p.shape[0])] for p in photos]
+            return faces.locate_batch(photos, predict, boxes, passes=1, framed=True)
+        boxes = None if args.box is None else [args.box] * len(photos)
+        return faces.locate_batch(photos, predict, boxes, passes=1 if args.no_refine else 2,
+                                  detector=args.detector, max_side=args.detect_side)
+
+    try:
+        return run([photo for _, photo in batch])
+    except Exception as exc:
+        if len(batch) == 1:
+            return [exc]
+    found = []
+    for _, photo in batch:
+        try:
+            found.extend(run([photo]))
+        except Exception as exc:
+            found.append(exc)
+    return found
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    out_dir = Path(args.out)
+    check_out_dir(out_dir)
     paths, errors = photo_paths(args.inputs)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
@@ -224,11 +294,18 @@ def main(argv: list[str]) -> None:
         except RuntimeError as exc:
             raise StageError(str(exc)) from None
     predict = faces.model_predictor(load_model(args))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StageError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
 
     from PIL import Image
     from tqdm import tqdm
+
+    def fail(message: str) -> None:
+        nonlocal failed
+        print(f"error: {message}", file=sys.stderr)
+        failed += 1
 
     rows, used, failed, n_faces, start = [], set(), len(errors), 0, time.perf_counter()
     with tqdm(total=len(paths), unit="photo", file=sys.stderr, disable=None) as progress:
@@ -236,30 +313,34 @@ def main(argv: list[str]) -> None:
             batch = []
             for path in paths[first : first + args.batch]:
                 try:
-                    batch.append((path, read_photo(path)))
+                    photo = read_photo(path)
+                    if args.box:
+                        check_boxes(path, photo, args.box)
                 except ValueError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    failed += 1
-            photos = [photo for _, photo in batch]
-            if args.no_detect:
-                for path, photo in batch:
-                    if photo.shape[:2] != (faces.CROP_SIZE, faces.CROP_SIZE):
-                        log.warning("%s: %dx%d, not 96x96: scaled to 96x96 as it is", path, photo.shape[1], photo.shape[0])
-                boxes = [[faces.Box(0, 0, p.shape[1], p.shape[0])] for p in photos]
-                found = faces.locate_batch(photos, predict, boxes, passes=1, framed=True)
-            else:
-                boxes = None if args.box is None else [args.box] * len(photos)
-                found = faces.locate_batch(photos, predict, boxes, passes=1 if args.no_refine else 2,
-                                           detector=args.detector, max_side=args.detect_side)
-            for (path, photo), results in zip(batch, found):
+                    fail(str(exc))
+                    continue
+                if args.no_detect and photo.shape[:2] != (faces.CROP_SIZE, faces.CROP_SIZE):
+                    log.warning("%s: %dx%d, not 96x96: scaled to 96x96 as it is", path, photo.shape[1], photo.shape[0])
+                batch.append((path, photo))
+            for (path, photo), results in zip(batch, locate(batch, predict, args)):
+                if isinstance(results, Exception):
+                    fail(f"{path}: finding the keypoints failed ({type(results).__name__}: {results})")
+                    continue
+                try:
+                    with atomic_path(out_dir / _unique_name(path.stem, used)) as tmp:
+                        Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG")
+                except (OSError, ValueError) as exc:
+                    fail(f"{path}: cannot write its overlay to {out_dir} ({exc})")
+                    continue
                 if not results:
                     print(f"warning: {path}: no face found", file=sys.stderr)
                 n_faces += len(results)
                 rows.extend(csv_rows(str(path), results))
-                with atomic_path(out_dir / _unique_name(path.stem, used)) as tmp:
-                    Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG")
             progress.update(len(paths[first : first + args.batch]))
-    write_csv(out_dir / CSV_NAME, rows)
+    try:
+        write_csv(out_dir / CSV_NAME, rows)
+    except OSError as exc:
+        raise StageError(f"{out_dir / CSV_NAME}: cannot write it ({exc})") from None
     read = len(paths) - (failed - len(errors))
     log.info("%d photos, %d faces in %.1f s -> %s", read, n_faces, time.perf_counter() - start, out_dir / CSV_NAME)
     if failed:

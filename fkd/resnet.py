@@ -64,8 +64,12 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (diff * diff).sum() / mask.sum().clamp(min=1)
 
 
-def build_model(config: dict) -> KeypointResNet:
-    """A network from the architecture dict stored in a checkpoint."""
+def build_model(config: dict) -> nn.Module:
+    """A network from the architecture dict stored in a checkpoint (``arch``: resnet, the default, or heatmap)."""
+    if config.get("arch", "resnet") == "heatmap":
+        from fkd.heatmap import build_heatmap_model
+
+        return build_heatmap_model(config)
     return KeypointResNet(config["n_outputs"], config["stem_channels"], tuple(config["widths"]), config["blocks_per_stage"])
 
 

@@ -20,6 +20,8 @@ import pandas as pd
 
 from fkd.data import DataError
 from fkd.inference import ModelFn
+from fkd.errors import PredictionError
+from fkd.registry import check_predictions
 from fkd.io import atomic_path
 from fkd.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended
 
@@ -104,16 +106,15 @@ def predict_locations(lookup: Lookup, test_images: np.ndarray, test_ids: np.ndar
                         f"({len(unknown)} lookup rows name images test.csv lacks)")
     schemes = scheme_b_images(lookup)
     asked = np.array(sorted(schemes, key=position.get))  # images the lookup asks for, in test order
-    pred = np.asarray(predict(test_images[[position[i] for i in asked.tolist()]]), dtype=np.float64)
-    if pred.shape != (len(asked), 34):
-        raise ValueError(f"the model returned shape {pred.shape}, expected ({len(asked)}, 34)")
+    # only the values the lookup asks for must be finite (checked below, naming the row)
+    pred = check_predictions(predict(test_images[[position[i] for i in asked.tolist()]]), len(asked), "the model", finite=False)
     coords = from_extended(pred, np.array([schemes[i] for i in asked.tolist()]))
     row_of = {image_id: k for k, image_id in enumerate(asked.tolist())}
     values = coords[[row_of[i] for i in lookup.image_ids.tolist()], lookup.features]
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise ValueError(f"the model predicted a non-finite value for {lookup.where(int(bad[0]))} "
-                         f"({COLUMNS[lookup.features[bad[0]]]}) and {bad.size - 1} more rows")
+        raise PredictionError(f"the model predicted a non-finite value for {lookup.where(int(bad[0]))} "
+                              f"({COLUMNS[lookup.features[bad[0]]]}) and {bad.size - 1} more rows")
     return np.clip(values, *LOCATION_RANGE)
 
 

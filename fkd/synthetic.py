@@ -161,8 +161,11 @@ def make_dataset(n_train: int, n_test: int, partial_fraction: float, seed: int):
     rng = np.random.default_rng(seed)
     train = [draw_face(rng) for _ in range(n_train)]
     partial = rng.random(n_train) < partial_fraction
-    kps = np.array([to_scheme_b(k) if b else k for (_, k), b in zip(train, partial)]).reshape(n_train, 30)
-    training = pd.DataFrame(np.round(kps, 4), columns=list(COLUMNS))
+    kps = np.round(np.array([to_scheme_b(k) if b else k for (_, k), b in zip(train, partial)]).reshape(n_train, 30), 4)
+    # a point moved off the image is not labelled, as in Kaggle's file (parse rejects labels outside [0, 96))
+    off_image = ((kps < 0) | (kps >= SIZE)).reshape(n_train, -1, 2).any(axis=2).repeat(2, axis=1)
+    kps[off_image] = np.nan
+    training = pd.DataFrame(kps, columns=list(COLUMNS))
     training["Image"] = _pixels_str(np.array([img for img, _ in train]))
 
     test = [draw_face(rng) for _ in range(n_test)]

@@ -1,4 +1,4 @@
-"""Training loop for the ResNet: data kept on the device, batched augmentation, masked loss, dvclive logging."""
+"""Training loop for the torch models (ResNet, heatmap): data kept on the device, batched augmentation, masked loss, dvclive logging."""
 from __future__ import annotations
 
 import logging
@@ -11,17 +11,17 @@ import numpy as np
 import torch
 
 from fkd.augment import augment_batch
-from fkd.config import ResnetParams, to_dict
+from fkd.config import HeatmapParams, ParamsError, ResnetParams, TorchTrainParams, to_dict
 from fkd.data import Part
-from fkd.io import atomic_path
+from fkd.io import save_torch
 from fkd.keypoints import N_COORDS, N_EXTENDED, to_extended
-from fkd.resnet import CENTRE, KeypointResNet, masked_mse, to_pixels
+from fkd.resnet import CENTRE, build_model, masked_mse, to_pixels
 from fkd.train_result import TrainResult
 
-log = logging.getLogger("fkd.train_resnet")
+log = logging.getLogger("fkd.train_torch")
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "resnet.device") -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; otherwise the named device (an error if it is not there)."""
     if name == "auto":
         if torch.cuda.is_available():
@@ -30,7 +30,7 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("resnet.device is cuda but no CUDA device is available (set resnet.device: auto or cpu)")
+        raise ParamsError(f"params: '{key}' is cuda but no CUDA device is available (set it to auto or cpu)")
     return torch.device(name)
 
 
@@ -51,7 +51,7 @@ def targets_for(keypoints: np.ndarray, scheme_heads: bool) -> np.ndarray:
     return to_extended(keypoints) if scheme_heads else np.asarray(keypoints, dtype=np.float32)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, p: ResnetParams, steps_per_epoch: int):
+def make_scheduler(opt: torch.optim.Optimizer, p: TorchTrainParams, steps_per_epoch: int):
     """A per-step LR scheduler for ``resnet.schedule``."""
     total = p.epochs * steps_per_epoch
     if p.schedule == "onecycle":
@@ -66,7 +66,7 @@ def make_scheduler(opt: torch.optim.Optimizer, p: ResnetParams, steps_per_epoch:
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
-def make_optimizer(model: torch.nn.Module, p: ResnetParams) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, p: TorchTrainParams) -> torch.optim.Optimizer:
     if p.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     if p.optimizer == "adam":
@@ -88,35 +88,59 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(((pred - torch.nan_to_num(target))[mask] ** 2).mean()))
 
 
+def resnet_config(p: ResnetParams) -> dict:
+    """The architecture dict of the ResNet that ``p`` describes (stored in the checkpoint)."""
+    return {"arch": "resnet", "n_outputs": 2 * N_EXTENDED if p.scheme_heads else N_COORDS, "stem_channels": p.stem_channels,
+            "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}
+
+
+def heatmap_config(p: HeatmapParams) -> dict:
+    """The architecture dict of the heatmap network that ``p`` describes (always 34 outputs: both schemes)."""
+    return {"arch": "heatmap", "n_outputs": 2 * N_EXTENDED, "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage,
+            "decoder_channels": p.decoder_channels, "heatmap_stride": p.heatmap_stride, "normalize_targets": p.normalize_targets}
+
+
 def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path, live=None) -> TrainResult:
-    """Train the ResNet on ``train``, early-stop on ``val`` RMSE, save the best weights to ``model_path``.
+    """Train the ResNet of ``p`` (see :func:`train_torch`)."""
+    return train_torch(train, val, p, resnet_config(p), model_path, live)
+
+
+def train_heatmap(train: Part, val: Part, p: HeatmapParams, model_path: str | Path, live=None) -> TrainResult:
+    """Train the heatmap network of ``p`` (see :func:`train_torch`)."""
+    return train_torch(train, val, p, heatmap_config(p), model_path, live)
+
+
+def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, model_path: str | Path, live=None) -> TrainResult:
+    """Train the network of architecture dict ``config`` on ``train``, early-stop on ``val`` RMSE, and save
+    the best epoch's weights to ``model_path`` (once, at the end; nothing is written if no epoch gave a
+    finite val RMSE: :class:`fkd.train_result.TrainingError`).
 
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
     """
     seed_everything(p.seed, p.threads)
     device = pick_device(p.device)
     cuda = device.type == "cuda"
-    n_outputs = 2 * N_EXTENDED if p.scheme_heads else N_COORDS
-    config = {"n_outputs": n_outputs, "stem_channels": p.stem_channels, "widths": list(p.widths),
-              "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}
-    model = KeypointResNet(n_outputs, p.stem_channels, p.widths, p.blocks_per_stage).to(device)
+    n_outputs = config["n_outputs"]
+    model = build_model(config).to(device)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    scheme_heads = n_outputs == 2 * N_EXTENDED
 
     # The whole data set is small (3k-7k faces): keep it on the device as uint8.
     x_train = torch.from_numpy(train.images).unsqueeze(1).to(device)
-    y_train = torch.from_numpy(targets_for(train.keypoints, p.scheme_heads)).to(device)
+    y_train = torch.from_numpy(targets_for(train.keypoints, scheme_heads)).to(device)
     x_val = torch.from_numpy(val.images).unsqueeze(1).to(device)
-    y_val = torch.from_numpy(targets_for(val.keypoints, p.scheme_heads)).to(device)
+    y_val = torch.from_numpy(targets_for(val.keypoints, scheme_heads)).to(device)
 
     steps_per_epoch = max(len(x_train) // p.batch_size, 1)
     opt = make_optimizer(model, p)
     sched = make_scheduler(opt, p, steps_per_epoch)
     gen = torch.Generator(device=device).manual_seed(p.seed)
     best = TrainResult(float("inf"), 0, 0, 0.0, 0.0, device_label(device))
+    best_state = None
     seen, train_time = 0, 0.0
-    log.info("training on %s: %d train / %d val faces, %d outputs, %d epochs of %d steps",
-             best.device, len(x_train), len(x_val), n_outputs, p.epochs, steps_per_epoch)
+    log.info("training %s on %s: %d train / %d val faces, %d outputs, %d epochs of %d steps",
+             config["arch"], best.device, len(x_train), len(x_val), n_outputs, p.epochs, steps_per_epoch)
 
     for epoch in range(1, p.epochs + 1):
         model.train()
@@ -145,7 +169,7 @@ def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path
         train_loss = float(torch.stack(losses).mean())
         val_rmse = masked_rmse(predict_pixels(model, x_val, p.normalize_targets), y_val)
         lr = opt.param_groups[0]["lr"]
-        improved = val_rmse < best.best_val_rmse
+        improved = val_rmse < best.best_val_rmse  # False for NaN
         log.info("epoch %3d/%d  loss %.5f  val RMSE %.3f px  %6.1f img/s  lr %.2e%s", epoch, p.epochs, train_loss, val_rmse,
                  steps_per_epoch * p.batch_size / seconds, lr, "  *best" if improved else "")
         if live is not None:
@@ -156,12 +180,14 @@ def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path
         best.epochs_run = epoch
         if improved:
             best.best_val_rmse, best.best_epoch = val_rmse, epoch
-            state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
-            with atomic_path(model_path) as tmp:
-                torch.save({"state_dict": state, "config": config, "params": to_dict(p), "val_rmse": val_rmse, "epoch": epoch}, tmp)
+            best_state = {k: v.detach().float().cpu().contiguous().clone() if v.is_floating_point() else v.cpu().clone()
+                          for k, v in model.state_dict().items()}
         elif epoch - best.best_epoch >= p.patience:
             log.info("early stop: no improvement for %d epochs", p.patience)
             break
     best.train_seconds = train_time
     best.images_per_second = seen / train_time if train_time else 0.0
+    best.check(f"training {config['arch']}")
+    save_torch(model_path, {"state_dict": best_state, "config": config, "params": to_dict(p), "val_rmse": best.best_val_rmse,
+                            "epoch": best.best_epoch})
     return best

@@ -1,7 +1,26 @@
-"""What every training stage reports at the end (logged as its final dvclive metrics)."""
+"""What every training stage reports at the end, and how it is recorded.
+
+The figures split in two: what the same code, params and data reproduce to the byte
+(``metrics()``: the committed, gated DVC metrics) and how fast it ran (``speed()``: the log and
+an untracked ``speed.json`` beside the metrics, never in git or ``dvc.lock``).
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
+
+from fkd.errors import TrainingError
+
+log = logging.getLogger("fkd.train")
+
+#: Fields of :class:`TrainResult` that change from run to run; kept out of the committed metrics.
+SPEED_FIELDS = ("train_seconds", "images_per_second")
+#: Where :func:`record` writes the speed figures, inside a stage's metrics folder (ignored by git).
+SPEED_FILE = "speed.json"
 
 
 @dataclass
@@ -12,3 +31,40 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     device: str
+
+    def metrics(self) -> dict:
+        """The reproducible figures (DVC metrics)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in SPEED_FIELDS}
+
+    def speed(self) -> dict:
+        return {k: getattr(self, k) for k in SPEED_FIELDS}
+
+    def check(self, what: str) -> None:
+        """Raise :class:`TrainingError` unless at least one epoch ran and a finite val RMSE was reached."""
+        if self.epochs_run < 1:
+            raise TrainingError(f"{what}: no epoch ran; check the epochs params")
+        if not math.isfinite(self.best_val_rmse):
+            raise TrainingError(f"{what}: no finite validation RMSE in {self.epochs_run} epochs (training diverged?): "
+                                "lower the learning rate; no model was written")
+
+
+def record(live, result: TrainResult, metrics_dir: str | Path) -> None:
+    """Log ``result``'s reproducible figures as final dvclive metrics and its speed to ``speed.json``."""
+    for name, value in result.metrics().items():
+        live.log_metric(name, value, plot=False)
+    path = Path(metrics_dir) / SPEED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.speed(), indent=2) + "\n")
+
+
+def run_training(train_fn, split_dir: str | Path, metrics_dir: str | Path, *args) -> TrainResult:
+    """A training stage's body: ``train_fn(train, val, *args, live=...)`` on the split's two parts, with
+    dvclive logging into ``metrics_dir`` and the result recorded there (:func:`record`)."""
+    from dvclive import Live
+
+    from fkd.data import load_part
+
+    with Live(str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        result = train_fn(load_part(split_dir, "train"), load_part(split_dir, "val"), *args, live=live)
+        record(live, result, metrics_dir)
+    return result

@@ -1,9 +1,15 @@
-"""evaluate: both models, their ensemble, flip TTA and a mean-shape baseline on the validation split.
+"""evaluate: every model, the ensemble, flip TTA and a mean-shape baseline on the validation split.
 
 Usage: python -m stages.evaluate SPLIT_DIR MODELS_DIR METRICS_DIR PLOTS_DIR
-Writes METRICS_DIR/<variant>.json (DVC metrics) and PLOTS_DIR/{per_keypoint/*.csv, faces/*.png, error_histogram.png}.
+Writes METRICS_DIR/<variant>.json (DVC metrics), MODELS_DIR/ensemble.json (the ensemble's weights:
+fitted on the validation predictions, or the fixed ones of params) and
+PLOTS_DIR/{per_keypoint/*.csv, faces/*.png, error_histogram.png}.
 """
-from fkd.cli import StageError, log, run_stage
+from pathlib import Path
+
+import numpy as np
+
+from fkd.cli import log, run_stage
 from fkd.config import load_params
 from fkd.data import load_part
 
@@ -11,18 +17,21 @@ from fkd.data import load_part
 def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
     p = load_params()
-    from fkd.evaluate import ENSEMBLE_MEMBERS, check_evaluate_params, evaluate_models, summary_table, write_outputs
+    from fkd.ensemble import save_weights
+    from fkd.evaluate import evaluate_models, summary_table, write_outputs
     from fkd.inference import load_model_fn
+    from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
 
-    check_evaluate_params(p.evaluate)
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
-    try:
-        models = {kind: load_model_fn(kind, models_dir) for kind in ENSEMBLE_MEMBERS}
-        results = evaluate_models(models, train, val, p.ensemble.weights, p.evaluate.tta_flip)
-    except (FileNotFoundError, ValueError) as exc:
-        raise StageError(str(exc)) from None
+    models = {kind: load_model_fn(kind, models_dir) for kind in MODEL_NAMES}
+    results, fitted = evaluate_models(models, train, val, p.ensemble, p.evaluate.tta_flip)
+    if fitted is None:
+        weights = np.asarray(p.ensemble.weights, dtype=np.float64)
+        fitted = {"members": list(p.ensemble.members), "weights": weights / weights.sum(), "fitted_on": "params (fixed weights)"}
     write_outputs(results, val, p.evaluate, metrics_dir, plots_dir)
+    save_weights(Path(models_dir) / ENSEMBLE_FILE, fitted.pop("members"), fitted.pop("weights"), **fitted)
     log.info("validation split: %d faces\n%s", len(val.images), summary_table(results))
+    log.info("ensemble weights (%s): %s", fitted["fitted_on"], (Path(models_dir) / ENSEMBLE_FILE).read_text().strip())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.cli import StageError, log, run_stage
+from fkd.cli import log, run_stage
 from fkd.config import load_params
 
 
@@ -20,12 +20,9 @@ def main(argv: list[str]) -> None:
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")
     test_ids = np.load(Path(prepared_dir) / "test_ids.npy")
-    try:
-        predict = load_predictor(p.submit.model, models_dir, p.ensemble.weights, p.submit.tta_flip)
-        locations = predict_locations(lookup, test_images, test_ids, predict)
-        write_submission(out_csv, lookup, locations)
-    except (FileNotFoundError, ValueError) as exc:
-        raise StageError(str(exc)) from None
+    predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip)
+    locations = predict_locations(lookup, test_images, test_ids, predict)
+    write_submission(out_csv, lookup, locations)
     schemes = scheme_b_images(lookup)
     log.info("wrote %s: %d rows for %d test images (%d in scheme B, 8 features; %d in scheme A), model %s%s",
              out_csv, len(lookup), len(schemes), sum(schemes.values()), len(schemes) - sum(schemes.values()),

@@ -2,12 +2,11 @@
 
 Usage: python -m stages.train_cnn_sgd SPLIT_DIR START_MODEL MODEL_PATH METRICS_DIR
 """
-from dataclasses import asdict
 from pathlib import Path
 
 from fkd.cli import StageError, log, run_stage
 from fkd.config import load_params
-from fkd.data import load_part
+from fkd.train_result import run_training
 
 
 def main(argv: list[str]) -> None:
@@ -15,14 +14,9 @@ def main(argv: list[str]) -> None:
     p = load_params().cnn
     if not Path(start_model).exists():
         raise StageError(f"{start_model} not found: run the train_cnn_adam stage first")
-    from dvclive import Live
-
     from fkd.cnn import train_sgd
 
-    with Live(metrics_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = train_sgd(load_part(split_dir, "train"), load_part(split_dir, "val"), p, start_model, model_path, live)
-        for name, value in asdict(result).items():
-            live.log_metric(name, value, plot=False)
+    result = run_training(train_sgd, split_dir, metrics_dir, p, start_model, model_path)
     log.info("phase 2 (SGD): best val RMSE %.3f px at epoch %d of %d, phase 1 had %.3f px: %s (%.0f s, %.1f img/s on %s)",
              result.best_val_rmse, result.best_epoch, result.epochs_run, result.adam_val_rmse,
              "improved" if result.improved_on_adam else "no improvement, kept phase 1's weights",

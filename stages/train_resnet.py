@@ -2,24 +2,17 @@
 
 Usage: python -m stages.train_resnet SPLIT_DIR MODEL_PATH METRICS_DIR
 """
-from dataclasses import asdict
-
 from fkd.cli import log, run_stage
 from fkd.config import load_params
-from fkd.data import load_part
+from fkd.train_result import run_training
 
 
 def main(argv: list[str]) -> None:
     split_dir, model_path, metrics_dir = argv
     p = load_params().resnet
-    from dvclive import Live
-
     from fkd.torch_train import train_resnet
 
-    with Live(metrics_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p, model_path, live)
-        for name, value in asdict(result).items():
-            live.log_metric(name, value, plot=False)
+    result = run_training(train_resnet, split_dir, metrics_dir, p, model_path)
     log.info("best val RMSE %.3f px at epoch %d (%.0f s, %.1f img/s on %s)", result.best_val_rmse, result.best_epoch,
              result.train_seconds, result.images_per_second, result.device)
 

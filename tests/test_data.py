@@ -85,3 +85,69 @@ def test_split_is_stratified_seeded_and_byte_identical(split_dir, synthetic_raw,
         assert hashlib.sha256(f.read_bytes()).digest() == hashlib.sha256((tmp_path / "again" / f.name).read_bytes()).digest()
     val = load_part(split_dir, "val")
     np.testing.assert_array_equal(val.rows, val_rows)
+
+
+@pytest.mark.parametrize("text,shown", [("96", "96.0"), ("96.5", "96.5"), ("-0.1", "-0.1"), ("inf", "inf"), ("-inf", "-inf"),
+                                        ("1e999", "inf"), ("95.99999999", r"95.99999999 \(96.0 as float32\)")])
+def test_keypoints_off_the_image_are_errors(frames, tmp_path, text, shown):
+    df = frames[0].copy()
+    df["mouth_center_bottom_lip_y"] = df["mouth_center_bottom_lip_y"].astype(object)
+    df.loc[4, "mouth_center_bottom_lip_y"] = text
+    path = write_training(tmp_path, df)
+    with pytest.raises(DataError, match=rf"training.csv: row 5: mouth_center_bottom_lip_y is {shown}, outside the image \[0, 96\)"):
+        parse_training_csv(path)
+
+
+def test_keypoints_at_the_edges_of_the_image_are_kept(frames, tmp_path):
+    df = frames[0].copy()
+    df.loc[0, "left_eye_center_x"], df.loc[1, "left_eye_center_y"] = 0.0, 95.99
+    _, keypoints = parse_training_csv(write_training(tmp_path, df))
+    assert keypoints[0, 0] == 0.0 and keypoints[1, 1] == np.float32(95.99)
+
+
+def write_raw(tmp_path, frames, lookup):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames[0].to_csv(raw / "training.csv", index=False)
+    frames[1].to_csv(raw / "test.csv", index=False)
+    lookup.to_csv(raw / "IdLookupTable.csv", index=False)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("FeatureName", "nose_tipx", r"IdLookupTable.csv: row 3 \(RowId 3\): unknown FeatureName 'nose_tipx'"),
+        ("ImageId", 99, r"IdLookupTable.csv: row 3 \(RowId 3\): ImageId 99 is not in test.csv"),
+        ("ImageId", "x", r"IdLookupTable.csv: row 3: ImageId is not an integer: 'x'"),
+        ("RowId", 1, r"IdLookupTable.csv: row 3: duplicate RowId 1 \(first at row 1\)"),
+    ],
+)
+def test_parse_checks_the_lookup_table_against_test_csv(frames, tmp_path, column, value, message):
+    lookup = frames[2].copy().astype({column: object})
+    lookup.loc[2, column] = value
+    raw = write_raw(tmp_path, frames, lookup)
+    with pytest.raises(DataError, match=message) as err:
+        parse_raw(raw, tmp_path / "prepared")
+    assert str(raw / "IdLookupTable.csv") in str(err.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_split_bad_fraction_is_a_params_error(frames, tmp_path):
+    from fkd.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"'split.val_fraction' must be in \(0, 1\), got 1.5"):
+        split_indices(np.zeros((4, 30), np.float32), 1.5, seed=0)
+
+
+@pytest.mark.parametrize("n_rows,fraction,empty", [(1, 0.2, "validation"), (2, 0.2, "validation"), (1, 0.8, "training")])
+def test_split_that_leaves_a_part_empty_is_an_error(frames, tmp_path, n_rows, fraction, empty):
+    prepared = tmp_path / "prepared"
+    parse_raw(write_raw(tmp_path, frames, frames[2]), prepared)
+    keypoints = np.load(prepared / "train_keypoints.npy")
+    rows = [int(np.flatnonzero(complete_mask(keypoints))[0]), int(np.flatnonzero(~complete_mask(keypoints))[0])][:n_rows]
+    np.save(prepared / "train_images.npy", np.load(prepared / "train_images.npy")[rows])
+    np.save(prepared / "train_keypoints.npy", keypoints[rows])
+    with pytest.raises(DataError, match=rf"train_keypoints.npy: split.val_fraction {fraction} of {n_rows} rows leaves 0 {empty} rows"):
+        write_split(prepared, tmp_path / "split", fraction, seed=0)
+    assert not (tmp_path / "split").exists()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from fkd.cli import StageError
-from fkd.config import DataParams, SyntheticParams
+from fkd.config import DataParams, ParamsError, SyntheticParams
 from fkd.data import DataError, parse_test_csv, parse_training_csv
 from fkd.download import check_raw_dir, fetch_raw
 from tests.conftest import ROOT, deep_update
@@ -60,8 +62,26 @@ def competition_zip(csv_dir: Path, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the stage's cwd is the project root; data.path is inside its competition/
+
+
 def local(path) -> DataParams:
-    return DataParams(source="local", path=str(path), competition=COMPETITION)
+    """Params of a local source: ``path`` linked into ``competition/`` of the current folder (where data.path must be)."""
+    path = Path(path)
+    link = Path("competition") / path.name
+    if path.exists() and not link.exists():
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(path.resolve())
+    return DataParams(source="local", path=str(link), competition=COMPETITION)
+
+
+@pytest.mark.parametrize("path", ["/abs/facial-keypoints-detection.zip", "../shared/x.zip", "data/x.zip", "competition/../x.zip"])
+def test_local_path_outside_competition_folder_is_a_params_error(path):
+    with pytest.raises(ParamsError, match=r"'data.path' is .*, outside competition/: .*dvc add competition/"):
+        fetch_raw(DataParams(source="local", path=path, competition=COMPETITION), SYNTHETIC, "data/raw")
+    assert not Path("data").exists()
 
 
 def assert_same_data(raw: Path, csv_dir: Path) -> None:
@@ -124,7 +144,7 @@ def test_existing_output_is_replaced(competition_zip, tmp_path):
 
 def test_missing_local_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StageError, match=r"data.path: nowhere.zip does not exist \(looked at .*/nowhere.zip\)"):
+    with pytest.raises(StageError, match=r"data.path: competition/nowhere.zip does not exist \(looked at .*/competition/nowhere.zip\)"):
         fetch_raw(local("nowhere.zip"), SYNTHETIC, tmp_path / "data" / "raw")
     assert_nothing_left(tmp_path / "data")
 
@@ -164,6 +184,82 @@ def broken_zips(csv_dir: Path, competition_zip: Path) -> dict[str, tuple[bytes, 
     }
 
 
+def _lookup_with(csv_dir: Path, row: int, column: str, value: str) -> bytes:
+    lines = (csv_dir / "IdLookupTable.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "column,value,pattern",
+    [
+        ("FeatureName", "nose_tipx", r"\.zip/IdLookupTable\.csv: row 3 \(RowId 3\): unknown FeatureName 'nose_tipx'"),
+        ("ImageId", "77", r"\.zip/IdLookupTable\.csv: row 3 \(RowId 3\): ImageId 77 is not in test\.csv"),
+    ],
+)
+def test_lookup_table_that_does_not_match_test_csv_is_caught_at_download(csv_dir, tmp_path, column, value, pattern):
+    members = {**kaggle_layout(csv_dir), "IdLookupTable.csv": _lookup_with(csv_dir, 3, column, value)}
+    bad = tmp_path / f"{COMPETITION}.zip"
+    bad.write_bytes(_zip_bytes(members))
+    with pytest.raises(DataError, match=pattern) as err:
+        fetch_raw(local(bad), SYNTHETIC, tmp_path / "data" / "raw")
+    assert f"competition/{bad.name}" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_staging_folders_are_removed_and_live_ones_kept(tmp_path):
+    data_dir = tmp_path / "data"
+    stale = [data_dir / f".raw.{_dead_pid()}.k1ll3d_x.tmp", data_dir / ".raw.0ld_n4me.tmp"]  # a dead pid; no pid (older runs)
+    kept = [data_dir / f".raw.{os.getpid()}.running.tmp", data_dir / ".raw.1.2.3.tmp", data_dir / ".rawdata.7.x.tmp",
+            data_dir / ".other.1.x.tmp"]
+    for folder in stale + kept:
+        (folder / "raw").mkdir(parents=True)
+        (folder / "raw" / "training.csv").write_text("partial")
+    (data_dir / f".raw.{_dead_pid()}.afile.tmp").write_text("a file, not a staging folder")
+    data = DataParams(source="synthetic", path="unused", competition=COMPETITION)
+    fetch_raw(data, SYNTHETIC, data_dir / "raw")
+    assert not any(folder.exists() for folder in stale)
+    assert all((folder / "raw" / "training.csv").exists() for folder in kept)
+    assert (data_dir / "raw" / "training.csv").exists()
+
+
+def test_killed_download_leaves_a_staging_folder_that_the_next_run_removes_and_git_ignores(tmp_path):
+    project = make_project(tmp_path, source="synthetic")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["synthetic"]["n_train"] = 100_000  # minutes of drawing: it is killed long before
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "stages.download", "data/raw"], cwd=project,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((project / "data").glob(".raw.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    (staging,) = (project / "data").glob(".raw.*.tmp")
+    assert staging.name.startswith(f".raw.{proc.pid}.")
+
+    env = {**os.environ, "GIT_DIR": str(tmp_path / "git"), "GIT_WORK_TREE": str(project)}
+    subprocess.run(["git", "init", "-q"], env=env, check=True)
+    shutil.copy(ROOT / ".gitignore", project / ".gitignore")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(staging / "raw" / "training.csv")], env=env, cwd=project)
+    assert ignored.returncode == 0, f"{staging} is not ignored by .gitignore"
+
+    data = DataParams(source="synthetic", path="unused", competition=COMPETITION)
+    fetch_raw(data, SYNTHETIC, project / "data" / "raw")
+    assert [p.name for p in (project / "data").iterdir()] == ["raw"]
+
+
 @pytest.mark.parametrize("case", ["truncated", "not_a_zip", "missing_member", "wrong_header", "no_rows", "damaged_member"])
 def test_bad_zip_is_a_clear_error_and_leaves_nothing(case, broken_zips, tmp_path):
     data, pattern = broken_zips[case]
@@ -171,7 +267,7 @@ def test_bad_zip_is_a_clear_error_and_leaves_nothing(case, broken_zips, tmp_path
     bad.write_bytes(data)
     with pytest.raises(DataError, match=pattern) as err:
         fetch_raw(local(bad), SYNTHETIC, tmp_path / "data" / "raw")
-    assert str(bad) in str(err.value)  # names the file
+    assert f"competition/{bad.name}" in str(err.value)  # names the file
     assert_nothing_left(tmp_path / "data")
 
 

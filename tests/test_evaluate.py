@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from fkd.config import EvaluateParams, ParamsError, load_params, parse_params, to_dict
+from fkd.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
 from fkd.data import Part, load_part
-from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_evaluate_params, check_metrics, evaluate_models, inter_ocular,
-                          mean_shape_fn, per_image_error, per_keypoint, pick_grid_faces, score, variant_predictors)
+from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, inter_ocular, mean_shape_fn, per_image_error,
+                          per_keypoint, pick_grid_faces, score, variant_predictions)
 from fkd.inference import with_flip_tta
 from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
 from fkd.synthetic import MEAN_SHAPE
@@ -112,11 +112,15 @@ def test_pick_grid_faces_takes_the_worst_and_a_spread_of_the_rest():
 
 
 def test_grid_params_are_checked():
-    check_evaluate_params(EvaluateParams(tta_flip=True, grid_faces=4, worst_faces=4))
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    raw["evaluate"].update(grid_faces=4, worst_faces=4)
+    parse_params(raw)
+    raw["evaluate"]["worst_faces"] = 5
     with pytest.raises(ParamsError, match="evaluate.worst_faces"):
-        check_evaluate_params(EvaluateParams(tta_flip=True, grid_faces=4, worst_faces=5))
+        parse_params(raw)
+    raw["evaluate"].update(grid_faces=0, worst_faces=0)
     with pytest.raises(ParamsError, match="evaluate.grid_faces"):
-        check_evaluate_params(EvaluateParams(tta_flip=True, grid_faces=0, worst_faces=0))
+        parse_params(raw)
 
 
 # -- the metrics file schema ---------------------------------------------------------------------------
@@ -187,11 +191,16 @@ def oracle_fn(part: Part, noise: float, seed: int):
     return predict
 
 
+FIXED = EnsembleParams(members=("resnet", "cnn"), weights=(0.5, 0.5), per_keypoint=False)
+FITTED = EnsembleParams(members=("resnet", "cnn"), weights="fitted", per_keypoint=False)
+
+
 def test_evaluate_models_scores_every_variant(split_dir):
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
     models = {"resnet": oracle_fn(val, 1.0, 0), "cnn": oracle_fn(val, 2.0, 1)}
-    results = evaluate_models(models, train, val, (0.5, 0.5), tta_flip=True)
-    assert list(results) == ["resnet", "cnn", "ensemble", "resnet_tta", "cnn_tta", "ensemble_tta", "mean_shape"]
+    results, fitted = evaluate_models(models, train, val, FIXED, tta_flip=True)
+    assert fitted is None
+    assert list(results) == ["resnet", "cnn", "resnet_tta", "cnn_tta", "ensemble", "ensemble_tta", "mean_shape"]
     for name, r in results.items():
         assert tuple(r.metrics) == METRIC_KEYS and r.predictions.shape == (len(val.images), 34)
     rmse = {name: r.metrics["rmse"] for name, r in results.items()}
@@ -202,7 +211,24 @@ def test_evaluate_models_scores_every_variant(split_dir):
                                (results["resnet"].predictions + results["cnn"].predictions) / 2)
     mean = mean_shape_fn(train.keypoints)(val.images[:1])[0]
     np.testing.assert_allclose(results["mean_shape"].predictions[3], mean, rtol=1e-6)
-    assert not variant_predictors({"resnet": models["resnet"]}, (0.5, 0.5), tta_flip=False).keys() - {"resnet"}
+    only, _ = variant_predictions({"resnet": models["resnet"]}, val.images, val.keypoints, FIXED, tta_flip=False)
+    assert list(only) == ["resnet"]
+
+
+def test_fitted_ensemble_is_scored_cross_fitted(split_dir):
+    """Fitted weights favour the better model; the ensemble's scored predictions are out-of-fold, not in-sample."""
+    from fkd.ensemble import combine, cross_fitted, fit_weights
+
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    models = {"resnet": oracle_fn(val, 1.0, 0), "cnn": oracle_fn(val, 3.0, 1)}
+    results, fitted = evaluate_models(models, train, val, FITTED, tta_flip=False)
+    members = [results["resnet"].predictions, results["cnn"].predictions]
+    weights = fit_weights(members, to_extended(val.keypoints))
+    np.testing.assert_allclose(fitted["weights"], weights)
+    assert fitted["members"] == ["resnet", "cnn"] and weights[0] > 0.8
+    oof, _ = cross_fitted(members, to_extended(val.keypoints), folds=fitted["cross_fit_folds"])
+    np.testing.assert_allclose(results["ensemble"].predictions, oof)
+    assert not np.allclose(results["ensemble"].predictions, combine(members, weights))
 
 
 # -- the stage, on tiny real models ------------------------------------------------------------------------
@@ -218,14 +244,15 @@ def tiny_params_file(dest: Path, overrides: dict | None = None) -> Path:
 
 
 def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Path:
-    """models/resnet.pt (one tiny epoch) and, with ``cnn``, an untrained tiny models/cnn_sgd.keras."""
-    from fkd.torch_train import train_resnet
+    """models/resnet.pt and heatmap.pt (one tiny epoch each) and, with ``cnn``, an untrained tiny models/cnn_sgd.keras."""
+    from fkd.torch_train import train_heatmap, train_resnet
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
     p = parse_params(raw)
     models_dir.mkdir(parents=True, exist_ok=True)
     train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p.resnet, models_dir / "resnet.pt")
+    train_heatmap(load_part(split_dir, "train"), load_part(split_dir, "val"), p.heatmap, models_dir / "heatmap.pt")
     if cnn:
         from fkd.cnn import build_model, n_outputs, save_model
 
@@ -248,7 +275,7 @@ def test_stage_writes_metrics_and_plots(split_dir, tiny_models, tmp_path, monkey
     stale.write_text("{}")
     main([str(split_dir), str(tiny_models), "metrics/evaluate", "plots"])
 
-    variants = ["cnn", "cnn_tta", "ensemble", "ensemble_tta", "mean_shape", "resnet", "resnet_tta"]
+    variants = ["cnn", "cnn_tta", "ensemble", "ensemble_tta", "heatmap", "heatmap_tta", "mean_shape", "resnet", "resnet_tta"]
     files = sorted((tmp_path / "metrics" / "evaluate").iterdir())
     assert [f.name for f in files] == [f"{v}.json" for v in variants]  # the stale file is gone
     for f in files:
@@ -259,22 +286,23 @@ def test_stage_writes_metrics_and_plots(split_dir, tiny_models, tmp_path, monkey
     assert sorted(p.name for p in (plots / "per_keypoint").iterdir()) == [f"{v}.csv" for v in variants]
     header, *rows = (plots / "per_keypoint" / "resnet.csv").read_text().splitlines()
     assert header == "keypoint,rmse,mean_error,labelled" and len(rows) == N_EXTENDED
-    for name in ("faces/resnet.png", "faces/cnn.png", "faces/ensemble.png", "error_histogram.png"):
+    for name in ("faces/resnet.png", "faces/heatmap.png", "faces/cnn.png", "faces/ensemble.png", "error_histogram.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not [p for p in tmp_path.rglob(".*")]  # no staging folders or temporary files left
 
 
 def test_stage_without_tta_and_missing_model(split_dir, tiny_models, tmp_path, monkeypatch):
-    from fkd.cli import StageError
+    from fkd.errors import ModelFileError
     from stages.evaluate import main
 
     monkeypatch.chdir(tmp_path)
     tiny_params_file(tmp_path, {"evaluate": {"tta_flip": False}})
     main([str(split_dir), str(tiny_models), "metrics/evaluate", "plots"])
-    assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "mean_shape", "resnet"]
+    assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "heatmap", "mean_shape", "resnet"]
     only_resnet = tmp_path / "only_resnet"
     only_resnet.mkdir()
     shutil.copy(tiny_models / "resnet.pt", only_resnet)
-    with pytest.raises(StageError, match=r"only_resnet/cnn_sgd.keras not found: run `dvc repro`"):
+    shutil.copy(tiny_models / "heatmap.pt", only_resnet)
+    with pytest.raises(ModelFileError, match=r"only_resnet/cnn_sgd.keras not found: run `dvc repro`"):
         main([str(split_dir), str(only_resnet), "metrics/evaluate", "plots"])
-    assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "mean_shape", "resnet"]
+    assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "heatmap", "mean_shape", "resnet"]

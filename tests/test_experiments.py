@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import dvc_log, make_project, project_env, run, stages_run
+from tests.test_download import _zip_bytes, kaggle_layout
 
 pytestmark = pytest.mark.slow
 
 DOWNSTREAM = {"evaluate", "submit"}
-TRAINERS = {"train_resnet", "train_cnn_adam", "train_cnn_sgd"}
+TRAINERS = {"train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd"}
 ALL_STAGES = {"download", "parse", "split"} | TRAINERS | DOWNSTREAM
 #: The experiments run once per module: name -> (the -S setting, the stages it must run and no others).
 SINGLE_PARAM_EXPERIMENTS = {
     "resnet-lr": ("resnet.lr=0.002", {"train_resnet"} | DOWNSTREAM),
+    "heatmap-lr": ("heatmap.lr=0.002", {"train_heatmap"} | DOWNSTREAM),
     "sgd-lr": ("cnn.sgd.lr=0.002", {"train_cnn_sgd"} | DOWNSTREAM),
     "split-seed": ("split.seed=7", {"split"} | TRAINERS | DOWNSTREAM),
 }
@@ -29,14 +31,21 @@ SWEEP_LRS = (0.001, 0.004)  # neither is the baseline's resnet.lr, so both must 
 #: The README's readable `dvc exp show`: the params you sweep and the RMSEs, nothing else.
 EXP_SHOW_COLUMNS = [
     "--drop", ".*", "--keep",
-    r"Experiment|resnet\.lr|cnn\.(adam|sgd)\.lr|split\.seed|metrics/evaluate/(resnet|cnn|ensemble)\.json:rmse$|.*best_val_rmse",
+    r"Experiment|(resnet|heatmap)\.lr|cnn\.(adam|sgd)\.lr|split\.seed|metrics/evaluate/(resnet|heatmap|cnn|ensemble)\.json:rmse$|.*best_val_rmse",
 ]
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
-    """The tiny pipeline reproduced and committed: experiments start from this commit."""
-    repo = make_project(tmp_path_factory.mktemp("experiments") / "project")
+    """The tiny pipeline on a local competition zip (in competition/, added with `dvc add`, as README says),
+    reproduced and committed: experiments, the queued sweep included, start from this commit."""
+    from fkd.synthetic import write_dataset
+
+    repo = make_project(tmp_path_factory.mktemp("experiments") / "project", {"data": {"source": "local"}})
+    csv_dir = tmp_path_factory.mktemp("local_csv")
+    write_dataset(csv_dir, n_train=48, n_test=6, partial_fraction=0.7, seed=3)
+    (repo / "competition" / "facial-keypoints-detection.zip").write_bytes(_zip_bytes(kaggle_layout(csv_dir)))
+    dvc_log("add", "competition/facial-keypoints-detection.zip", cwd=repo)
     output = dvc_log("repro", cwd=repo)
     assert stages_run(output) == ALL_STAGES, output
     env = project_env()
@@ -106,9 +115,9 @@ def test_params_and_metrics_diff_between_two_experiments(sweep, baseline):
 def test_exp_show_has_readable_columns_for_every_experiment(single_runs, sweep, baseline):
     rows = exp_table(baseline, *EXP_SHOW_COLUMNS)
     columns = set(rows[0])
-    expected_metrics = {f"metrics/evaluate/{m}.json:rmse" for m in ("resnet", "cnn", "ensemble")}
+    expected_metrics = {f"metrics/evaluate/{m}.json:rmse" for m in ("resnet", "heatmap", "cnn", "ensemble")}
     expected_metrics |= {f"metrics/{stage}/metrics.json:best_val_rmse" for stage in TRAINERS}
-    assert expected_metrics | {"resnet.lr", "cnn.adam.lr", "cnn.sgd.lr", "split.seed"} <= columns, columns
+    assert expected_metrics | {"resnet.lr", "heatmap.lr", "cnn.adam.lr", "cnn.sgd.lr", "split.seed"} <= columns, columns
     assert not any("seconds" in c or c.endswith(":lr") for c in columns), columns
     by_name = {r["Experiment"]: r for r in rows}
     assert set(SINGLE_PARAM_EXPERIMENTS) | set(sweep.values()) <= set(by_name)

@@ -145,7 +145,97 @@ def test_missing_key_and_unreadable_file_fail(repo):
 def test_not_a_number_fails(repo):
     write_metrics(repo, changed("metrics/evaluate/resnet.json", rmse=float("nan")))
     proc = gate(repo)
-    assert proc.returncode == 1 and "INVALID: not a number" in proc.stdout
+    assert proc.returncode == 1 and "INVALID: not a finite number" in proc.stdout
+
+
+@pytest.mark.parametrize("text", ["-Infinity", "Infinity", "NaN"])
+def test_non_finite_workspace_values_fail(repo, text):
+    (repo / "metrics/evaluate/cnn.json").write_text(f'{{"rmse": {text}, "complete": {{"rmse": 3.5}}}}')
+    proc = gate(repo)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "cnn.json" in line and "| rmse " in line)
+    assert "INVALID: not a finite number" in row
+    assert "gate FAILED: 1 of 5" in proc.stdout
+
+
+def commit(repo: Path, message: str) -> None:
+    env = project_env()
+    run(["git", "add", "-A"], cwd=repo, env=env)
+    run(["git", "commit", "-q", "-m", message], cwd=repo, env=env)
+
+
+def undo_commit(repo: Path) -> None:
+    run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=repo, env=project_env())
+
+
+@pytest.mark.parametrize("corrupt", [b'{"rmse": 1.40, "complete": {', b"\x00\xff\xfe binary", b"not json at all"])
+def test_unreadable_baseline_file_at_a_ref_is_an_error(repo, corrupt):
+    (repo / "metrics/evaluate/resnet.json").write_bytes(corrupt)
+    commit(repo, "a corrupt metrics file")
+    try:
+        write_metrics(repo, changed("metrics/evaluate/resnet.json", rmse=50.0))
+        proc = gate(repo, "--baseline", "HEAD")
+    finally:
+        undo_commit(repo)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "gate passed" not in proc.stdout and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: baseline HEAD: metrics/evaluate/resnet.json cannot be read (")
+    assert "choose another --baseline" in line
+
+
+def test_untracked_unreadable_baseline_file_does_not_matter(repo):
+    (repo / "dvc.yaml").write_text(DVC_YAML + "  - metrics/other.json\n")
+    (repo / "metrics/other.json").write_text("{broken")
+    commit(repo, "an unreadable metric file no rule tracks")
+    try:
+        proc = gate(repo, "--baseline", "HEAD")
+    finally:
+        undo_commit(repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_metric_file_absent_at_the_baseline_is_new(repo):
+    env = project_env()
+    run(["git", "rm", "-q", "metrics/evaluate/cnn.json"], cwd=repo, env=env)  # still declared in dvc.yaml
+    commit(repo, "no cnn metrics yet")
+    try:
+        write_metrics(repo, {"metrics/evaluate/cnn.json": COMMITTED["metrics/evaluate/cnn.json"]})
+        proc = gate(repo, "--baseline", "HEAD")
+    finally:
+        undo_commit(repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "cnn.json" in line]
+    assert len(rows) == 2 and all("new: no baseline value" in row for row in rows)
+
+
+def test_binary_baseline_file_is_a_usage_error(repo):
+    (repo / "baseline.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    try:
+        proc = gate(repo, "--baseline", "baseline.bin")
+    finally:
+        (repo / "baseline.bin").unlink()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: baseline baseline.bin is not valid JSON")
+
+
+def test_non_finite_value_in_a_baseline_file_is_a_usage_error(repo):
+    (repo / "baseline.json").write_text('{"metrics/evaluate/resnet.json": {"rmse": NaN, "complete.rmse": 2.5}}')
+    try:
+        proc = gate(repo, "--baseline", "baseline.json")
+    finally:
+        (repo / "baseline.json").unlink()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "metrics/evaluate/resnet.json has rmse = nan, not a finite number" in proc.stderr
+
+
+def test_write_baseline_refuses_non_finite_values(repo):
+    (repo / "metrics/evaluate/cnn.json").write_text('{"rmse": -Infinity, "complete": {"rmse": 3.5}}')
+    proc = gate(repo, "--write-baseline", "baseline.json")
+    assert proc.returncode == 2 and "rmse is -inf, not a finite number" in proc.stderr
+    assert not (repo / "baseline.json").exists()
 
 
 def test_baseline_can_be_an_older_ref(repo):

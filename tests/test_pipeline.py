@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import dvc, run, project_env
 
-STAGES = ["download", "parse", "split", "train_resnet", "train_cnn_adam", "train_cnn_sgd", "evaluate", "submit"]
+STAGES = ["download", "parse", "split", "train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd", "evaluate", "submit"]
 
 
 @pytest.mark.slow

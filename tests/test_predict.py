@@ -304,3 +304,86 @@ def test_command_with_boxes_and_without_detection(tmp_path, tiny_models, capsys,
 def test_command_reports_missing_models(tmp_path):
     proc = predict_cli(tmp_path, "--box", "0,0,10,10", "--out", tmp_path / "o", models=tmp_path / "empty")
     assert proc.returncode == 2 and "resnet.pt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def declared_size_png(path: Path, width: int, height: int) -> Path:
+    """A small valid PNG whose header declares ``width`` x ``height`` (what a decompression bomb looks like to PIL)."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_bad_photos_are_named_and_the_others_processed(tmp_path, tiny_models, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).save(photos / "a_good.png")
+    declared_size_png(photos / "b_bomb.png", 20_000, 20_000)  # over twice PIL's limit: PIL raises
+    declared_size_png(photos / "c_huge.png", 10_000, 10_000)  # over the limit: PIL only warns
+    Image.fromarray(np.full((100, 100), 128, np.uint8)).save(photos / "d_small.png")
+    out = tmp_path / "out"
+
+    proc = predict_here(capsys, monkeypatch, photos, "--box", "300,300,80,90", "--batch", "4", "--out", out, models=tiny_models)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert any("b_bomb.png: the image is too big to read" in line for line in errors), errors
+    assert any("c_huge.png: the image is too big to read" in line for line in errors), errors
+    assert any("d_small.png: --box 300,300,80,90 is off the 100x100 photo" in line for line in errors), errors
+    assert errors[-1] == "error: 3 of 4 inputs failed"
+    table = pd.read_csv(out / CSV_NAME)
+    assert [Path(name).name for name in table["image"]] == ["a_good.png"]
+    assert np.isfinite(table[list(COLUMNS)].to_numpy()).all()
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_keypoints.png", CSV_NAME]
+
+
+def test_out_naming_a_file_is_one_line_and_writes_nothing(tmp_path, tiny_models, capsys, monkeypatch):
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    (tmp_path / "results.txt").write_text("keep me")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out in (tmp_path / "results.txt", tmp_path / "results.txt" / "below"):
+        proc = predict_here(capsys, monkeypatch, tmp_path / "astronaut.png", "--out", out, models=tiny_models)
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"error: --out {out}: {tmp_path / 'results.txt'} is a file, not a folder")
+    assert (tmp_path / "results.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_truncated_model_file_is_one_line_naming_it(tmp_path, tiny_models, capsys, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    whole = (tiny_models / "resnet.pt").read_bytes()
+    (models / "resnet.pt").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    proc = predict_here(capsys, monkeypatch, tmp_path / "astronaut.png", "--box", "170,60,100,100", "--out", tmp_path / "out",
+                        models=models)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {models / 'resnet.pt'}: cannot load the resnet model (")
+    assert "dvc repro" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_junk_keras_file_is_a_model_file_error(tmp_path):
+    pytest.importorskip("keras")
+    from fkd.errors import ModelFileError
+    from fkd.inference import load_model_fn
+
+    (tmp_path / "cnn_sgd.keras").write_bytes(b"not a keras model, just junk\n" * 10)
+    with pytest.raises(ModelFileError, match=r"cnn_sgd\.keras: cannot load the cnn model \(") as err:
+        load_model_fn("cnn", tmp_path)
+    assert "\n" not in str(err.value) and str(tmp_path / "cnn_sgd.keras") in str(err.value)
+    assert err.value.__cause__ is not None  # the loader's own exception, for debugging
+
+
+@pytest.mark.parametrize("box", ["nan,0,10,10", "0,0,inf,10", "0,0,10"])
+def test_box_must_be_four_finite_numbers(box):
+    with pytest.raises(ValueError, match="box"):
+        faces.Box.parse(box)

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 BUCKET = "fkd-dvc-cache"
 #: Dummy credentials for the loopback S3 server; kept in .dvc/config.local, as a user keeps real ones.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
-TRAINING_STAGES = ("train_resnet", "train_cnn_adam", "train_cnn_sgd")
-MODELS = ("models/resnet.pt", "models/cnn_adam.keras", "models/cnn_sgd.keras")
+TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")
+MODELS = ("models/resnet.pt", "models/heatmap.pt", "models/cnn_adam.keras", "models/cnn_sgd.keras", "models/ensemble.json")
 
 
 def sha256(path: Path) -> str:
@@ -114,11 +114,11 @@ def test_repro_pull_allow_missing_trains_nothing(trained, tmp_path):
 
     # A change downstream of training: evaluate and submit run on pulled models, nothing retrains.
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["ensemble"]["weights"] = [0.7, 0.3]
+    params["ensemble"]["weights"] = [0.5, 0.3, 0.2]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc_log("repro", "--pull", "--allow-missing", cwd=repo)
     assert stages_run(output) == {"evaluate", "submit"}, output
-    for path in ("models/resnet.pt", "models/cnn_sgd.keras"):
+    for path in ("models/resnet.pt", "models/heatmap.pt", "models/cnn_sgd.keras"):
         assert sha256(repo / path) == sha256(trained / path), path
 
 
@@ -128,5 +128,5 @@ def test_training_metrics_record_the_device(trained):
     for stage in TRAINING_STAGES:
         device = json.loads((trained / f"metrics/{stage}/metrics.json").read_text()).get("device")
         assert isinstance(device, str) and device, f"{stage}: no device in its metrics"
-        if stage == "train_resnet" and not torch.cuda.is_available():
+        if stage in ("train_resnet", "train_heatmap") and not torch.cuda.is_available():
             assert device == "cpu"

@@ -104,3 +104,40 @@ def test_stage_runs_through_dvc_repro(project):
     assert (project / "metrics/train_resnet/plots/metrics/val_rmse.tsv").exists()
     assert (project / "models/resnet.pt").exists()
     assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=project).stdout
+
+
+def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
+    from fkd.errors import TrainingError
+
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_resnet_params(epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
+    with pytest.raises(TrainingError, match=r"training resnet: no finite validation RMSE in 2 epochs .*no model was written"):
+        train_resnet(train, val, p, tmp_path / "a.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
+    """The same run saved under two names gives the same bytes (torch names archive records after the file)."""
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_resnet_params(epochs=2)
+    train_resnet(train, val, p, tmp_path / "a.pt")
+    train_resnet(train, val, p, tmp_path / "other_name.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other_name.pt").read_bytes()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.pt", "other_name.pt"]  # no temporary file left
+
+
+def test_heatmap_network_decodes_coordinates_by_soft_argmax():
+    from fkd.heatmap import HeatmapNet
+
+    net = HeatmapNet(17, widths=(4, 8, 8, 8), blocks_per_stage=1, decoder_channels=8, heatmap_stride=4, normalized=False)
+    net.eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()  # flat heatmaps: every point at the centre of the grid
+        out = net(torch.rand(2, 1, 96, 96))
+    assert out.shape == (2, 34)
+    torch.testing.assert_close(out, torch.full((2, 34), 47.5))
+    peaked = torch.full((1, 17, 24, 24), -50.0)
+    peaked[0, :, 6, 18] = 50.0  # one hot cell: row 6, column 18 at stride 4 -> pixel (73.5, 25.5)
+    net.heatmaps = lambda x: peaked
+    torch.testing.assert_close(net(torch.zeros(1, 1, 96, 96)).view(17, 2)[0], torch.tensor([73.5, 25.5]))

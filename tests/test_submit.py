@@ -169,13 +169,13 @@ def test_stage_writes_and_uploads_with_the_experiment_name(kaggle_server, synthe
 
 
 def test_stage_does_not_upload_by_default_and_names_a_missing_model(synthetic_raw, prepared, resnet_only, tmp_path, monkeypatch, caplog):
-    from fkd.cli import StageError
+    from fkd.errors import ModelFileError
     from stages.submit import main
 
     monkeypatch.chdir(tmp_path)
     args = [str(synthetic_raw / "IdLookupTable.csv"), str(prepared), str(resnet_only), "submission.csv"]
-    tiny_params_file(tmp_path, {"submit": {"model": "ensemble"}})  # needs the CNN too, which is not there
-    with pytest.raises(StageError, match="cnn_sgd.keras not found"):
+    tiny_params_file(tmp_path, {"submit": {"model": "ensemble"}, "ensemble": {"weights": [1, 1, 1]}})  # needs the CNN too
+    with pytest.raises(ModelFileError, match="cnn_sgd.keras not found"):
         main(args)
     assert not (tmp_path / "submission.csv").exists()
     tiny_params_file(tmp_path, {"submit": {"model": "resnet", "tta_flip": False}})  # upload stays off (the default)

@@ -1,0 +1,110 @@
+"""Train several torch recipes on one split and print their validation RMSE, with and without flip TTA.
+
+Usage: python -m benchmarks.recipe_sweep SPLIT_DIR [--only NAME ...] [--epochs-scale F] [--speed-only]
+A development tool for choosing the shipped defaults by measurement (see README "Benchmarks").
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fkd.config import load_params, parse_params, to_dict
+from fkd.data import load_part
+from fkd.evaluate import score
+from fkd.inference import with_flip_tta
+from fkd.keypoints import N_EXTENDED
+from fkd.resnet import build_model, load_model_fn
+from fkd.torch_train import resnet_config, train_torch
+
+
+def heatmap_config(widths=(32, 64, 128, 256), blocks=1, decoder=64, stride=2) -> dict:
+    return {"arch": "heatmap", "n_outputs": 2 * N_EXTENDED, "widths": list(widths), "blocks_per_stage": blocks,
+            "decoder_channels": decoder, "heatmap_stride": stride, "normalize_targets": True}
+
+
+#: name -> (resnet param overrides, architecture dict or None for the ResNet of those params)
+VARIANTS = {
+    "resnet_e40": ({"epochs": 40}, None),
+    "resnet_e80": ({"epochs": 80}, None),
+    "resnet_e40_lr6e-3": ({"epochs": 40, "lr": 0.006}, None),
+    "heat_s2_b1_e40": ({"epochs": 40}, heatmap_config()),
+    "heat_s4_b1_e40": ({"epochs": 40}, heatmap_config(stride=4)),
+    "heat_s2_b2_e40": ({"epochs": 40}, heatmap_config(blocks=2)),
+    "heat_s2_b1_e80": ({"epochs": 80}, heatmap_config()),
+    "heat_s4_b1_e80": ({"epochs": 80}, heatmap_config(stride=4)),
+    "heat_s4_b2_e60": ({"epochs": 60}, heatmap_config(stride=4, blocks=2)),
+    "heat_s4_w48_e80": ({"epochs": 80}, heatmap_config(widths=(48, 96, 192, 384), stride=4)),
+    "heat_s2_w24_e60": ({"epochs": 60}, heatmap_config(widths=(24, 48, 96, 192), decoder=48)),
+}
+
+
+def params_with(overrides: dict):
+    raw = to_dict(load_params())
+    raw["resnet"].update(overrides)
+    return parse_params(raw).resnet
+
+
+def speed(config: dict, threads: int, steps: int = 6, batch: int = 32) -> float:
+    """Training img/s of one architecture (forward + backward + AdamW step) on the CPU."""
+    torch.set_num_threads(threads)
+    model = build_model(config)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x, y = torch.rand(batch, 1, 96, 96), torch.rand(batch, config["n_outputs"])
+    for i in range(steps + 2):
+        if i == 2:
+            start = time.perf_counter()
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("split_dir")
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--epochs-scale", type=float, default=1.0)
+    ap.add_argument("--speed-only", action="store_true", help="only time a training step of each architecture on the CPU")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="append one JSON line per variant here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    names = args.only or list(VARIANTS)
+    if args.speed_only:
+        for name in names:
+            overrides, config = VARIANTS[name]
+            config = config or resnet_config(params_with(overrides))
+            print(f"{name:24s} {speed(config, args.threads):7.1f} img/s (CPU, {args.threads} threads)", flush=True)
+        return
+    train, val = load_part(args.split_dir, "train"), load_part(args.split_dir, "val")
+    for name in names:
+        overrides, config = VARIANTS[name]
+        overrides = {**overrides, "epochs": max(1, round(overrides["epochs"] * args.epochs_scale)), "threads": args.threads}
+        p = params_with(overrides)
+        config = config or resnet_config(p)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "m.pt"
+            start = time.perf_counter()
+            result = train_torch(train, val, p, config, path, None)
+            seconds = time.perf_counter() - start
+            fn = load_model_fn(path, "cuda" if torch.cuda.is_available() else "cpu")
+            tta = score(with_flip_tta(fn)(val.images), val.keypoints)["rmse"]
+        row = {"name": name, "val_rmse": round(result.best_val_rmse, 4), "val_rmse_tta": round(tta, 4), "best_epoch": result.best_epoch,
+               "epochs": p.epochs, "seconds": round(seconds, 1), "img_s": round(result.images_per_second, 1), "device": result.device}
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

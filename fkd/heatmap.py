@@ -1,0 +1,71 @@
+"""A heatmap keypoint network for 96x96 faces, decoded by soft-argmax (integral regression).
+
+A residual encoder (strides 2, 4, 8, 16) and a top-down decoder with lateral connections give
+one heatmap per keypoint at ``heatmap_stride``; a softmax over each map and the expected grid
+position turn it into sub-pixel coordinates. The output is the same as the ResNet's (N, 2K
+coordinates, normalised as (xy - 48) / 48 when the targets are), so the masked coordinate loss,
+the training loop and every consumer apply unchanged.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fkd.resnet import CENTRE, BasicBlock
+
+
+class HeatmapNet(nn.Module):
+    """Encoder-decoder to ``n_points`` heatmaps, soft-argmax to (x, y) per point."""
+
+    def __init__(self, n_points: int, widths=(32, 64, 128, 256), blocks_per_stage: int = 1, decoder_channels: int = 64,
+                 heatmap_stride: int = 2, normalized: bool = True):
+        super().__init__()
+        if heatmap_stride not in (2, 4, 8):
+            raise ValueError(f"heatmap_stride must be 2, 4 or 8, got {heatmap_stride}")
+        self.n_points, self.heatmap_stride, self.normalized = n_points, heatmap_stride, normalized
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        stages, c_in = [], widths[0]
+        for i, width in enumerate(widths):
+            blocks = [BasicBlock(c_in, width, 1 if i == 0 else 2)] + [BasicBlock(width, width, 1) for _ in range(blocks_per_stage - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = width
+        self.stages = nn.ModuleList(stages)
+        # levels at strides 2, 4, 8, 16: the decoder climbs back to heatmap_stride
+        self.first_level = {2: 0, 4: 1, 8: 2}[heatmap_stride]
+        self.laterals = nn.ModuleList(nn.Conv2d(w, decoder_channels, 1) for w in widths[self.first_level :])
+        self.smooth = nn.Sequential(nn.Conv2d(decoder_channels, decoder_channels, 3, 1, 1, bias=False),
+                                    nn.BatchNorm2d(decoder_channels), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(decoder_channels, n_points, 1)
+
+    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) at ``heatmap_stride``."""
+        features = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        features = features[self.first_level :]
+        top = self.laterals[-1](features[-1])
+        for lateral, feature in zip(reversed(self.laterals[:-1]), reversed(features[:-1])):
+            top = F.interpolate(top, size=feature.shape[-2:], mode="nearest") + lateral(feature)
+        return self.head(self.smooth(top))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.heatmaps(x).float()
+        b, k, h, w = logits.shape
+        prob = torch.softmax(logits.view(b, k, h * w), dim=-1).view(b, k, h, w)
+        # the centre of heatmap cell j, in input pixels (pixel centres at 0..95)
+        s = self.heatmap_stride
+        xs = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) * s - 0.5
+        ys = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) * s - 0.5
+        px = (prob.sum(dim=2) * xs).sum(dim=-1)
+        py = (prob.sum(dim=3) * ys).sum(dim=-1)
+        coords = torch.stack([px, py], dim=-1).reshape(b, 2 * k)
+        return (coords - CENTRE) / CENTRE if self.normalized else coords
+
+
+def build_heatmap_model(config: dict) -> HeatmapNet:
+    """A :class:`HeatmapNet` from the architecture dict stored in a checkpoint."""
+    return HeatmapNet(config["n_outputs"] // 2, tuple(config["widths"]), config["blocks_per_stage"], config["decoder_channels"],
+                      config["heatmap_stride"], config["normalize_targets"])

@@ -1,0 +1,66 @@
+"""The trained models, registered once: each model's file under ``models/`` and the function that
+loads that file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
+
+Adding a model: its package module (network, training, loader), one entry here, one stage in
+``dvc.yaml`` and its params section. Frameworks are imported only when a loader runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fkd.config import ParamsError
+from fkd.errors import PredictionError
+
+ModelFn = Callable[[np.ndarray], np.ndarray]
+
+
+def check_predictions(pred: np.ndarray, n_rows: int, who: str, finite: bool = True) -> np.ndarray:
+    """``pred`` as float64 (n_rows, 34) (and all finite, with ``finite``), or :class:`PredictionError` naming ``who``."""
+    from fkd.keypoints import N_EXTENDED
+
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.shape != (n_rows, 2 * N_EXTENDED):
+        raise PredictionError(f"{who} returned shape {pred.shape}, expected ({n_rows}, {2 * N_EXTENDED})")
+    if finite and not np.isfinite(pred).all():
+        raise PredictionError(f"{who} predicted non-finite keypoints for {int((~np.isfinite(pred)).any(axis=1).sum())} faces")
+    return pred
+
+
+def _load_torch(path: Path) -> ModelFn:
+    from fkd.resnet import load_model_fn
+
+    return load_model_fn(path)
+
+
+def _load_keras(path: Path) -> ModelFn:
+    from fkd.cnn import load_model_fn
+
+    return load_model_fn(path)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    file: str  # under models/
+    load: Callable[[Path], ModelFn]
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet": ModelSpec("resnet.pt", _load_torch),
+    "heatmap": ModelSpec("heatmap.pt", _load_torch),  # a torch checkpoint: its config names the network
+    "cnn": ModelSpec("cnn_sgd.keras", _load_keras),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+#: The ensemble's weights, written by evaluate beside the models.
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def check_model_names(names, key: str, extra: tuple[str, ...] = ()) -> None:
+    """Raise :class:`ParamsError` unless every name in ``names`` is a registered model (or in ``extra``)."""
+    for i, name in enumerate([names] if isinstance(names, str) else names):
+        if name not in MODELS and name not in extra:
+            where = key if isinstance(names, str) else f"{key}[{i}]"
+            raise ParamsError(f"params: '{where}' is {name!r}: choose one of {', '.join((*MODEL_NAMES, *extra))}")

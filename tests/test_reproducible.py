@@ -1,0 +1,233 @@
+"""Byte-for-byte reproducible: the same code, params and data give the same bytes, so dvc.lock tells the truth.
+
+* Model files: ``fkd.io.save_torch`` and ``fkd.cnn.save_model`` write the same bytes for the same model,
+  whatever the file name, the time of day, or the process (object addresses) that saved it.
+* The pipeline: after ``dvc repro`` and a commit, a second ``dvc repro`` runs nothing and changes nothing;
+  wiping the cache and every output and reproducing from scratch leaves ``git status`` clean (dvc.lock,
+  the committed metrics and plots byte-identical); run timings stay out of the committed metrics.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc_log, make_project, project_env, run, stages_run
+from tests.test_deps import resolved_stages
+
+TIMING_KEYS = {"train_seconds", "images_per_second"}
+
+
+def zip_differences(a: bytes, b: bytes) -> str:
+    """Which members of two zip archives (``.keras``, ``torch.save``) differ, for assertion messages."""
+    try:
+        za, zb = zipfile.ZipFile(io.BytesIO(a)), zipfile.ZipFile(io.BytesIO(b))
+    except zipfile.BadZipFile:
+        return "(not zip archives)"
+    ia, ib = {i.filename: i for i in za.infolist()}, {i.filename: i for i in zb.infolist()}
+    lines = []
+    if list(ia) != list(ib):
+        lines.append(f"member names/order differ: {list(ia)[:3]}... vs {list(ib)[:3]}...")
+    for name in ia.keys() & ib.keys():
+        if za.read(name) != zb.read(name):
+            lines.append(f"{name}: content differs" + (f" ({za.read(name)[:300]!r} vs {zb.read(name)[:300]!r})"
+                                                        if name.endswith(".json") else ""))
+        if ia[name].date_time != ib[name].date_time:
+            lines.append(f"{name}: timestamp {ia[name].date_time} vs {ib[name].date_time}")
+    return "\n".join(lines) or "(members equal; zip headers differ)"
+
+
+def assert_same_bytes(a: Path, b: Path) -> None:
+    da, db = a.read_bytes(), b.read_bytes()
+    assert da == db, f"{a.parent.name}/{a.name} and {b.parent.name}/{b.name} differ ({len(da)} vs {len(db)} bytes):\n{zip_differences(da, db)}"
+
+
+# --- torch ------------------------------------------------------------------------------------
+
+
+def tiny_resnet_checkpoint() -> dict:
+    """A checkpoint shaped like train_torch's (state dict, config, params), of a tiny seeded network."""
+    import torch
+
+    from fkd.config import load_params, parse_params, to_dict
+    from fkd.resnet import build_model
+    from fkd.torch_train import resnet_config
+
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
+    p = parse_params(raw).resnet
+    config = resnet_config(p)
+    torch.manual_seed(0)
+    model = build_model(config)
+    return {"state_dict": model.state_dict(), "config": config, "params": to_dict(p), "val_rmse": 3.25, "epoch": 1}
+
+
+def test_save_torch_gives_the_same_bytes_under_any_file_name(tmp_path):
+    from fkd.io import save_torch
+    from fkd.resnet import load_model_fn
+
+    ckpt = tiny_resnet_checkpoint()
+    a, b = tmp_path / "a" / "resnet.pt", tmp_path / "b" / "other_name.pt"
+    save_torch(a, ckpt)
+    time.sleep(1.1)  # a zip timestamp, if any, would differ
+    save_torch(b, ckpt)
+    assert_same_bytes(a, b)
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 96, 96), dtype=np.uint8)
+    np.testing.assert_array_equal(load_model_fn(a)(images), load_model_fn(b)(images))
+    assert not list(a.parent.glob(".*.tmp*")), "save_torch left its temporary file behind"
+
+
+# --- keras ------------------------------------------------------------------------------------
+
+
+def tiny_cnn_params():
+    from fkd.config import load_params, parse_params, to_dict
+
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {"cnn": TINY_PARAMS["cnn"]})
+    return parse_params(raw).cnn
+
+
+def tiny_cnn(seed: int = 0):
+    import keras
+
+    from fkd.cnn import build_model, n_outputs
+
+    p = tiny_cnn_params()
+    keras.utils.set_random_seed(seed)
+    return build_model(p, n_outputs(p.scheme_heads))
+
+
+def test_save_model_gives_the_same_bytes_and_still_loads_and_predicts(tmp_path):
+    from fkd.cnn import EVAL_BATCH, load_model_fn, save_model
+    from fkd.keypoints import N_EXTENDED, widen_to_extended
+
+    model = tiny_cnn()
+    a, b = tmp_path / "a" / "cnn.keras", tmp_path / "b" / "other_name.keras"
+    save_model(model, a)
+    time.sleep(2.1)  # Keras records the save time (metadata.json, 1 s steps) and zip timestamps (2 s steps)
+    save_model(model, b)
+    assert_same_bytes(a, b)
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96), dtype=np.uint8)
+    expected = model.predict(images[..., None].astype(np.float32), batch_size=EVAL_BATCH, verbose=0)
+    if expected.shape[1] != 2 * N_EXTENDED:
+        expected = widen_to_extended(expected)
+    got_a, got_b = load_model_fn(a)(images), load_model_fn(b)(images)
+    np.testing.assert_array_equal(got_a, got_b)
+    np.testing.assert_allclose(got_a, expected, rtol=0, atol=1e-4)
+
+
+def save_both_ways(model, folder: Path) -> list[Path]:
+    """``model`` saved by :func:`fkd.cnn.save_model` (a bare clone: its config has no shared objects) and by
+    Keras's own ``model.save`` rewritten by :func:`fkd.cnn.stable_keras_archive` (the built model's
+    config carries ``shared_object_id`` = Python object addresses)."""
+    from fkd.cnn import save_model, stable_keras_archive
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / "save_model.keras")
+    model.save(folder / "raw.keras")
+    (folder / "stable.keras").write_bytes(stable_keras_archive((folder / "raw.keras").read_bytes()))
+    return [folder / "save_model.keras", folder / "stable.keras"]
+
+
+def test_two_models_built_alike_in_one_process_save_alike(tmp_path):
+    """Two model objects built alike save alike. (In one process they share Keras's global dtype policy, the
+    object behind ``shared_object_id``; the next test, across processes, is the one where its address differs.)"""
+    first, second = tiny_cnn(), tiny_cnn()  # both alive: their layers have different addresses
+    for a, b in zip(save_both_ways(first, tmp_path / "first"), save_both_ways(second, tmp_path / "second")):
+        assert_same_bytes(a, b)
+
+
+BUILD_AND_SAVE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from tests.test_reproducible import save_both_ways, tiny_cnn
+    save_both_ways(tiny_cnn(seed=0), Path(sys.argv[1]))
+""")
+
+
+def test_two_processes_save_the_same_seeded_model_to_the_same_bytes(tmp_path):
+    folders = [tmp_path / "one", tmp_path / "two"]
+    for folder in folders:  # one after the other: the machine is small
+        run([sys.executable, "-c", BUILD_AND_SAVE, str(folder)], cwd=ROOT, env=project_env())
+    for name in ("save_model.keras", "stable.keras"):
+        assert_same_bytes(folders[0] / name, folders[1] / name)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+def git(*args: str, cwd: Path) -> str:
+    return run(["git", *args], cwd=cwd, env=project_env()).stdout
+
+
+def assert_clean(project: Path, when: str) -> None:
+    """``git status`` is clean; else say which tracked files changed and how dvc.lock moved."""
+    status = git("status", "--porcelain", "--untracked-files=all", cwd=project)
+    if status:
+        lock_diff = git("diff", "--", "dvc.lock", cwd=project)
+        stat = git("diff", "--stat", cwd=project)
+        pytest.fail(f"{when}: the workspace is not as committed\ngit status --porcelain:\n{status}\n"
+                    f"git diff --stat:\n{stat}\ngit diff dvc.lock:\n{lock_diff[:4000]}")
+
+
+def find_keys(obj, keys: set[str], path: str = "") -> list[str]:
+    """JSON paths of every key in ``keys`` anywhere in ``obj``."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in keys:
+                found.append(f"{path}/{k}")
+            found += find_keys(v, keys, f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += find_keys(v, keys, f"{path}[{i}]")
+    return found
+
+
+@pytest.mark.slow
+def test_repro_is_byte_for_byte_reproducible(tmp_path):
+    project = make_project(tmp_path / "project")
+    all_stages = set(resolved_stages(project))  # as DVC names them (group@key for foreach/matrix)
+    out = dvc_log("repro", cwd=project)
+    assert stages_run(out) == all_stages, out
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "repro", cwd=project)
+
+    # committed metrics: no timings (they live in the untracked speed.json beside them)
+    committed = git("ls-files", cwd=project).split()
+    metric_files = [f for f in committed if f.startswith("metrics/") and f.endswith(".json")]
+    assert {"metrics/train_resnet/metrics.json", "metrics/train_cnn_adam/metrics.json",
+            "metrics/train_cnn_sgd/metrics.json"} <= set(metric_files), committed
+    timings = {f: keys for f in metric_files if (keys := find_keys(json.loads((project / f).read_text()), TIMING_KEYS))}
+    assert not timings, f"committed metrics carry run timings (they differ every run): {timings}"
+    for stage in ("train_resnet", "train_cnn_adam", "train_cnn_sgd"):
+        speed = f"metrics/{stage}/speed.json"
+        assert (project / speed).exists() and speed not in committed, f"{speed} should exist and stay out of git"
+        assert set(json.loads((project / speed).read_text())) == TIMING_KEYS
+
+    # nothing changed: nothing runs, nothing moves
+    out = dvc_log("repro", cwd=project)
+    assert stages_run(out) == set(), f"a repro of an unchanged pipeline ran stages:\n{out}"
+    skipped = {s for s in all_stages if f"Stage '{s}' didn't change, skipping" in out}
+    assert skipped == all_stages, f"DVC did not report every stage unchanged (missing {all_stages - skipped}):\n{out}"
+    assert_clean(project, "after a second dvc repro")
+
+    # from scratch: no cache (so no run-cache either), no outputs: every stage really runs again
+    for name in (".dvc/cache", "models", "data"):
+        run(["rm", "-rf", name], cwd=project)
+    out = dvc_log("repro", cwd=project)
+    assert stages_run(out) == all_stages, f"a repro from scratch must run every stage:\n{out}"
+    assert_clean(project, "after dvc repro from an empty cache")
+    for f in metric_files:
+        assert not find_keys(json.loads((project / f).read_text()), TIMING_KEYS), f
