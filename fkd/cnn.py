@@ -34,7 +34,7 @@ import tensorflow as tf  # noqa: E402
 from fkd.config import CnnParams, ParamsError  # noqa: E402
 from fkd.data import IMAGE_SIZE, Part  # noqa: E402
 from fkd.io import save_bytes  # noqa: E402
-from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, flip_permutation, to_extended, widen_to_extended  # noqa: E402
+from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, flip_permutation, masked_rmse, training_targets, widen_to_extended  # noqa: E402
 from fkd.train_result import TrainResult  # noqa: E402
 
 log = logging.getLogger("fkd.cnn")
@@ -93,12 +93,6 @@ class MaskedRMSE(keras.metrics.Metric):
         return tf.sqrt(self.sum_sq / tf.maximum(self.count, 1.0))
 
 
-def masked_rmse(pred: np.ndarray, target: np.ndarray) -> float:
-    """RMSE in pixels over the finite entries of ``target``."""
-    mask = np.isfinite(target)
-    return float(np.sqrt(np.mean((pred[mask] - target[mask]) ** 2))) if mask.any() else 0.0
-
-
 # --- model -----------------------------------------------------------------------------------
 
 
@@ -137,7 +131,7 @@ def names_for(outputs: int) -> tuple[str, ...]:
 
 def targets_for(keypoints: np.ndarray, outputs: int, missing: str = "mask") -> np.ndarray:
     """Pixel targets for a model with ``outputs`` outputs; ``missing="ffill"`` fills NaN from the previous row."""
-    y = to_extended(keypoints) if outputs == 2 * N_EXTENDED else np.asarray(keypoints, dtype=np.float32)
+    y = training_targets(keypoints, outputs)
     if missing == "ffill":
         # The published recipe; leading rows with nothing above them stay NaN and are masked.
         y = pd.DataFrame(y).ffill().to_numpy(dtype=np.float32)

@@ -25,7 +25,7 @@ import numpy as np
 
 from fkd.errors import EnsembleWeightsError
 from fkd.io import save_json
-from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED
+from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, masked_rmse as rmse  # noqa: F401  (part of this module's API)
 
 N_OUTPUTS = 2 * N_EXTENDED
 
@@ -228,15 +228,6 @@ def cross_fitted(predictions: list[np.ndarray], keypoints: np.ndarray, per_keypo
         out[held] = combine(list(stacked[:, held]), w)
         used.append(w)
     return out, np.stack(used)
-
-
-def rmse(pred: np.ndarray, keypoints: np.ndarray) -> float:
-    """RMSE in pixels over the labelled (finite) target coordinates."""
-    diff = np.asarray(pred, dtype=np.float64) - np.asarray(keypoints, dtype=np.float64)
-    diff = diff[np.isfinite(diff)]
-    if not diff.size:
-        raise ValueError("no labelled coordinate to score")
-    return float(np.sqrt(np.mean(diff**2)))
 
 
 # ----------------------------------------------------------------------------- weights file

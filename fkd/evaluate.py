@@ -37,7 +37,7 @@ from fkd.ensemble import combine
 from fkd.inference import ModelFn, flip_average
 from fkd.io import atomic_path, save_json
 from fkd.registry import MODEL_NAMES, check_predictions
-from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, to_extended, widen_to_extended
+from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, masked_rmse, to_extended, widen_to_extended
 
 log = logging.getLogger("fkd.evaluate")
 
@@ -208,12 +208,12 @@ def variant_predictions(models: dict[str, ModelFn], images: np.ndarray, keypoint
     if all(m in base for m in p.members):
         kinds = ["direct", "tta"] if tta_flip else ["direct"]
         if p.weights == "fitted":
-            from fkd.ensemble import cross_fitted, fit_weights, rmse
+            from fkd.ensemble import cross_fitted, fit_weights
 
             used = "tta" if tta_flip else "direct"
             members, targets = [base[m][used] for m in p.members], to_extended(keypoints)
             weights = fit_weights(members, targets, p.per_keypoint)
-            in_sample = rmse(combine(members, weights), targets)
+            in_sample = masked_rmse(combine(members, weights), targets)
             for kind in kinds:
                 oof, _ = cross_fitted([base[m][kind] for m in p.members], targets, p.per_keypoint, ENSEMBLE_FOLDS)
                 variants["ensemble" + ("_tta" if kind == "tta" else "")] = oof

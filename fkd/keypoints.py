@@ -131,3 +131,22 @@ def widen_to_extended(outputs: np.ndarray) -> np.ndarray:
         a, b = index(name), index(f"{name}_b", EXTENDED_NAMES)
         out[:, 2 * b : 2 * b + 2] = outputs[:, 2 * a : 2 * a + 2]
     return out
+
+
+def training_targets(keypoints: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Pixel targets (N, n_outputs) of Kaggle rows for a model with ``n_outputs`` outputs: the extended layout
+    (34, :func:`to_extended`) or Kaggle's 30 columns as they are; NaN where not labelled."""
+    if n_outputs == 2 * N_EXTENDED:
+        return to_extended(keypoints)
+    if n_outputs == N_COORDS:
+        return np.asarray(keypoints, dtype=np.float32)
+    raise ValueError(f"a keypoint model has {N_COORDS} or {2 * N_EXTENDED} outputs, not {n_outputs}")
+
+
+def masked_rmse(pred: np.ndarray, targets: np.ndarray) -> float:
+    """RMSE in pixels over the labelled (finite) target coordinates; ValueError when there are none."""
+    diff = np.asarray(pred, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    diff = diff[np.isfinite(diff)]
+    if not diff.size:
+        raise ValueError("no labelled coordinate to score")
+    return float(np.sqrt(np.mean(diff**2)))

@@ -14,7 +14,7 @@ from fkd.augment import augment_batch
 from fkd.config import HeatmapParams, ParamsError, ResnetParams, TorchTrainParams, to_dict
 from fkd.data import Part
 from fkd.io import save_torch
-from fkd.keypoints import N_COORDS, N_EXTENDED, to_extended
+from fkd.keypoints import N_COORDS, N_EXTENDED, training_targets
 from fkd.resnet import CENTRE, build_model, masked_mse, to_pixels
 from fkd.train_result import TrainResult
 
@@ -44,11 +44,6 @@ def seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-
-
-def targets_for(keypoints: np.ndarray, scheme_heads: bool) -> np.ndarray:
-    """Training targets in pixels: the extended (34) layout with scheme heads, Kaggle's 30 columns without."""
-    return to_extended(keypoints) if scheme_heads else np.asarray(keypoints, dtype=np.float32)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, p: TorchTrainParams, steps_per_epoch: int):
@@ -124,13 +119,12 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, model
     model = build_model(config).to(device)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    scheme_heads = n_outputs == 2 * N_EXTENDED
 
     # The whole data set is small (3k-7k faces): keep it on the device as uint8.
     x_train = torch.from_numpy(train.images).unsqueeze(1).to(device)
-    y_train = torch.from_numpy(targets_for(train.keypoints, scheme_heads)).to(device)
+    y_train = torch.from_numpy(training_targets(train.keypoints, n_outputs)).to(device)
     x_val = torch.from_numpy(val.images).unsqueeze(1).to(device)
-    y_val = torch.from_numpy(targets_for(val.keypoints, scheme_heads)).to(device)
+    y_val = torch.from_numpy(training_targets(val.keypoints, n_outputs)).to(device)
 
     steps_per_epoch = max(len(x_train) // p.batch_size, 1)
     opt = make_optimizer(model, p)
