@@ -28,8 +28,11 @@ def main(argv: list[str]) -> None:
     if fitted is None:
         weights = np.asarray(p.ensemble.weights, dtype=np.float64)
         fitted = {"members": list(p.ensemble.members), "weights": weights / weights.sum(), "fitted_on": "params (fixed weights)"}
+    members, weights = fitted.pop("members"), np.asarray(fitted.pop("weights"))
+    if weights.ndim == 1:  # flat numbers too, so that `dvc metrics show` lists them
+        fitted.update({f"weight_{m}": round(float(w), 6) for m, w in zip(members, weights)})
     write_outputs(results, val, p.evaluate, metrics_dir, plots_dir)
-    save_weights(Path(models_dir) / ENSEMBLE_FILE, fitted.pop("members"), fitted.pop("weights"), **fitted)
+    save_weights(Path(models_dir) / ENSEMBLE_FILE, members, weights, **fitted)
     log.info("validation split: %d faces\n%s", len(val.images), summary_table(results))
     log.info("ensemble weights (%s): %s", fitted["fitted_on"], (Path(models_dir) / ENSEMBLE_FILE).read_text().strip())
 

@@ -1,0 +1,75 @@
+"""CPU training speed of the torch models in fp32 and with bfloat16 autocast / channels-last.
+
+Each variant runs the project's training step (forward, masked loss, backward, AdamW) on random
+uint8 faces for the same number of images, interleaved over ``--rounds`` so that load from other
+processes hits every variant alike; the median img/s per variant and its ratio to fp32 are printed.
+
+    python -m benchmarks.cpu_precision [--images 256] [--rounds 3] [--threads 0]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from fkd.config import load_params
+from fkd.resnet import build_model, masked_mse
+from fkd.torch_train import heatmap_config, resnet_config
+
+VARIANTS = {  # name -> (bf16 autocast, channels_last)
+    "fp32": (False, False),
+    "fp32 + channels_last": (False, True),
+    "bf16 autocast": (True, False),
+    "bf16 autocast + channels_last": (True, True),
+}
+
+
+def speed(config: dict, bf16: bool, channels_last: bool, images: int, batch: int) -> float:
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(config).to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = (torch.randint(0, 256, (batch, 1, 96, 96)).float() / 255).contiguous(memory_format=fmt)
+    y = torch.rand(batch, config["n_outputs"]) * 2 - 1
+    steps, start = 0, None
+    while steps * batch < images + 2 * batch:
+        if steps == 2:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = masked_mse(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+    return (steps - 2) * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    args = ap.parse_args()
+    import os
+
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    p = load_params()
+    models = {"resnet": (resnet_config(p.resnet), p.resnet.batch_size), "heatmap": (heatmap_config(p.heatmap), p.heatmap.batch_size)}
+    print(f"CPU, {torch.get_num_threads()} threads, {args.images} images per variant and round, median of {args.rounds} rounds")
+    for name, (config, batch) in models.items():
+        runs = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for variant, (bf16, cl) in VARIANTS.items():
+                runs[variant].append(speed(config, bf16, cl, args.images, batch))
+        base = statistics.median(runs["fp32"])
+        for variant, values in runs.items():
+            median = statistics.median(values)
+            print(f"{name:8s} {variant:30s} {median:7.1f} img/s  {median / base:4.2f}x")
+
+
+if __name__ == "__main__":
+    main()
