@@ -12,7 +12,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from fkd.config import load_params

@@ -6,14 +6,12 @@ A development tool for choosing the shipped defaults by measurement (see README 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fkd.config import load_params, parse_params, to_dict

@@ -25,7 +25,7 @@ import numpy as np
 
 from fkd.errors import EnsembleWeightsError
 from fkd.io import save_json
-from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, masked_rmse as rmse  # noqa: F401  (part of this module's API)
+from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED
 
 N_OUTPUTS = 2 * N_EXTENDED
 
