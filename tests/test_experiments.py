@@ -8,6 +8,7 @@ import io
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,14 @@ def sweep(baseline) -> dict[float, str]:
     """A queued sweep over resnet.lr run two at a time: lr -> experiment name."""
     before = {row["Experiment"] for row in exp_table(baseline)}
     dvc_log("exp", "run", "--queue", "-S", "resnet.lr=" + ",".join(map(str, SWEEP_LRS)), cwd=baseline)
-    dvc_log("exp", "run", "--run-all", "-j", "2", cwd=baseline)  # blocks until the queue is done
+    # README "Queue workers": N background workers, threads per job so that jobs x threads <= cores
+    # (TINY_PARAMS train with 1 thread each: 2 jobs x 1 thread on CI's 2 cores).
+    dvc_log("queue", "start", "-j", "2", cwd=baseline)
+    deadline = time.monotonic() + 1800
+    while re.search(r"\b(Queued|Running)\b", status := dvc_log("queue", "status", cwd=baseline)):
+        assert time.monotonic() < deadline, f"the queue did not finish in 30 min:\n{status}"
+        time.sleep(2)
+    dvc_log("queue", "stop", cwd=baseline)  # the idle workers
     rows = [r for r in exp_table(baseline, "--drop", ".*", "--keep", r"Experiment|resnet\.lr") if r["Experiment"] not in before]
     return {float(r["resnet.lr"]): r["Experiment"] for r in rows}
 
