@@ -166,12 +166,26 @@ def _test_rows(path: Path) -> tuple[np.ndarray, list[bytes]]:
 LOOKUP_HEADER = ("RowId", "ImageId", "FeatureName", "Location")
 
 
-def check_lookup(path: str | Path, test_ids: np.ndarray, label: str | None = None) -> int:
-    """Check IdLookupTable.csv against test.csv's ``test_ids``; returns its row count.
+@dataclass(frozen=True)
+class Lookup:
+    """IdLookupTable.csv: per row its RowId, ImageId and the column index of its FeatureName in :data:`COLUMNS`."""
 
-    Header, integer RowIds (unique) and ImageIds, a FeatureName that is a training.csv keypoint
-    column, and an ImageId that test.csv has. ``label`` names the file in errors (default: its path).
-    """
+    path: str  # as named in error messages
+    row_ids: np.ndarray
+    image_ids: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def where(self, i: int) -> str:
+        """Where lookup row ``i`` is, for error messages (file line 1 is the header)."""
+        return f"{self.path}: row {i + 1} (RowId {self.row_ids[i]})"
+
+
+def read_lookup(path: str | Path, label: str | None = None) -> Lookup:
+    """Read and check IdLookupTable.csv: header, integer RowIds (unique) and ImageIds, and a FeatureName
+    that is a training.csv keypoint column. ``label`` names the file in errors (default: its path)."""
     path = Path(path)
     label = label or str(path)
     try:
@@ -202,12 +216,20 @@ def check_lookup(path: str | Path, test_ids: np.ndarray, label: str | None = Non
         i = int(np.flatnonzero(unknown.to_numpy())[0])
         raise DataError(f"{label}: row {i + 1} (RowId {ids['RowId'][i]}): unknown FeatureName {names.iloc[i]!r}; "
                         f"it must be one of training.csv's keypoint columns ({COLUMNS[0]}, ..., {COLUMNS[-1]})")
-    missing = ~np.isin(ids["ImageId"], np.asarray(test_ids))
+    column = {name: j for j, name in enumerate(COLUMNS)}
+    features = np.array([column[name] for name in names.tolist()], dtype=np.int64)
+    return Lookup(label, ids["RowId"], ids["ImageId"], features)
+
+
+def check_lookup(path: str | Path, test_ids: np.ndarray, label: str | None = None) -> int:
+    """:func:`read_lookup`, and every ImageId must be one of test.csv's ``test_ids``; returns the row count."""
+    lookup = read_lookup(path, label)
+    missing = ~np.isin(lookup.image_ids, np.asarray(test_ids))
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
-        raise DataError(f"{label}: row {i + 1} (RowId {ids['RowId'][i]}): ImageId {ids['ImageId'][i]} is not in test.csv "
+        raise DataError(f"{lookup.where(i)}: ImageId {lookup.image_ids[i]} is not in test.csv "
                         f"({int(missing.sum())} lookup rows name images test.csv lacks); the two files do not belong together")
-    return len(table)
+    return len(lookup)
 
 
 def parse_raw(raw_dir: str | Path, out_dir: str | Path) -> dict:

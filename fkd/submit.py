@@ -12,13 +12,12 @@ import io
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fkd.data import DataError
+from fkd.data import DataError, Lookup
 from fkd.inference import ModelFn
 from fkd.errors import PredictionError
 from fkd.registry import check_predictions
@@ -27,64 +26,10 @@ from fkd.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended
 
 log = logging.getLogger("fkd.submit")
 
-LOOKUP_HEADER = ("RowId", "ImageId", "FeatureName", "Location")
 SUBMISSION_HEADER = ("RowId", "Location")
 LOCATION_RANGE = (0.0, 96.0)
 #: The coordinates a scheme-B (partial) image may be asked for.
 PARTIAL_COLUMNS = frozenset(f"{name}_{axis}" for name in PARTIAL_KEYPOINTS for axis in ("x", "y"))
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """IdLookupTable.csv: per row its RowId, ImageId and the column index of its FeatureName in :data:`COLUMNS`."""
-
-    path: str
-    row_ids: np.ndarray
-    image_ids: np.ndarray
-    features: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.row_ids)
-
-    def where(self, i: int) -> str:
-        """Where lookup row ``i`` is, for error messages (file line 1 is the header)."""
-        return f"{self.path}: row {i + 1} (RowId {self.row_ids[i]})"
-
-
-def read_lookup(path: str | Path) -> Lookup:
-    """Read and check IdLookupTable.csv (header, integer ids, unique RowIds, known FeatureNames)."""
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (FileNotFoundError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: cannot read the lookup table: {exc}") from None
-    header = tuple(c.strip() for c in table.columns)
-    if header != LOOKUP_HEADER:
-        raise DataError(f"{path}: row 0 (header): expected {','.join(LOOKUP_HEADER)}, found {','.join(header)}")
-    if table.empty:
-        raise DataError(f"{path}: no rows after the header")
-    ids = {}
-    for col in ("RowId", "ImageId"):
-        values = pd.to_numeric(table[col].str.strip(), errors="coerce")
-        bad = values.isna() | (values != values.round())
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{path}: row {i + 1}: {col} is not an integer: {table[col].iloc[i]!r}")
-        ids[col] = values.to_numpy(dtype=np.int64)
-    row_ids, image_ids = ids["RowId"], ids["ImageId"]
-    seen: dict[int, int] = {}
-    for i, rid in enumerate(row_ids.tolist()):
-        if rid in seen:
-            raise DataError(f"{path}: row {i + 1}: duplicate RowId {rid} (first at row {seen[rid] + 1})")
-        seen[rid] = i
-    column = {name: j for j, name in enumerate(COLUMNS)}
-    names = table["FeatureName"].str.strip().tolist()
-    features = np.empty(len(names), dtype=np.int64)
-    for i, name in enumerate(names):
-        if name not in column:
-            raise DataError(f"{path}: row {i + 1} (RowId {row_ids[i]}): unknown FeatureName {name!r}")
-        features[i] = column[name]
-    return Lookup(str(path), row_ids, image_ids, features)
 
 
 def scheme_b_images(lookup: Lookup) -> dict[int, bool]:

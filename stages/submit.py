@@ -15,7 +15,8 @@ def main(argv: list[str]) -> None:
     lookup_csv, prepared_dir, models_dir, out_csv = argv
     p = load_params()
     from fkd.inference import load_predictor
-    from fkd.submit import experiment_message, predict_locations, read_lookup, scheme_b_images, write_submission
+    from fkd.data import read_lookup
+    from fkd.submit import experiment_message, predict_locations, scheme_b_images, write_submission
 
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fkd.data import DataError, parse_raw, parse_test_csv
+from fkd.data import DataError, parse_raw, parse_test_csv, read_lookup
 from fkd.keypoints import COLUMNS, EXTENDED_NAMES, index
-from fkd.submit import (check_submission, format_submission, predict_locations, read_lookup, scheme_b_images,
-                        submission_message, write_submission)
+from fkd.submit import check_submission, format_submission, predict_locations, scheme_b_images, submission_message, write_submission
 from tests.conftest import ROOT
 from tests.kaggle_server import kaggle_server  # noqa: F401  (fixture)
 from tests.test_evaluate import make_tiny_models, tiny_params_file
