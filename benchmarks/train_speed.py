@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     p = load_params().resnet
     seed_everything(0, p.threads)
-    device = pick_device(args.device or p.device)
+    device = pick_device(args.device or p.device, "resnet.device")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2048, 96, 96), dtype=np.uint8)
     targets = rng.uniform(10, 86, (2048, 34)).astype(np.float32)

@@ -34,10 +34,10 @@ import numpy as np
 from fkd.config import EnsembleParams, EvaluateParams
 from fkd.data import DataError, Part
 from fkd.ensemble import combine
-from fkd.inference import ModelFn, flip_average
+from fkd.inference import ModelFn, ensemble_weights, flip_average
 from fkd.io import atomic_path, save_json
-from fkd.registry import MODEL_NAMES, check_predictions
 from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, masked_rmse, to_extended, widen_to_extended
+from fkd.registry import MODEL_NAMES, check_predictions
 
 log = logging.getLogger("fkd.evaluate")
 
@@ -220,7 +220,7 @@ def variant_predictions(models: dict[str, ModelFn], images: np.ndarray, keypoint
             fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"validation, {'flip TTA' if tta_flip else 'direct'}",
                       "rmse_in_sample": round(in_sample, 5), "cross_fit_folds": ENSEMBLE_FOLDS}
         else:
-            weights = np.asarray(p.weights, dtype=np.float64) / sum(p.weights)
+            weights = ensemble_weights(p)
             for kind in kinds:
                 variants["ensemble" + ("_tta" if kind == "tta" else "")] = combine([base[m][kind] for m in p.members], weights)
     return variants, fitted

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.keypoints import EXTENDED_NAMES, flip_coords
 from fkd.errors import ModelFileError
+from fkd.keypoints import EXTENDED_NAMES, flip_coords
 from fkd.registry import ENSEMBLE_FILE, MODELS, ModelFn, check_model_names
 
 
@@ -62,8 +62,8 @@ def ensemble_weights(p, models_dir: str | Path = "models") -> np.ndarray:
 def load_model_fn(kind: str, models_dir: str | Path = "models") -> ModelFn:
     """The model function of model ``kind`` (a :data:`fkd.registry.MODELS` name) from its file in ``models_dir``.
 
-    Raises :class:`fkd.registry.ModelFileError` when the file is not there, or is there but cannot be loaded (the
-    loader's exception chained) when it is there but cannot be loaded.
+    Raises :class:`fkd.errors.ModelFileError` when the file is not there, or is there but cannot be loaded (the
+    loader's exception chained).
     """
     check_model_names(kind, "model")
     path = Path(models_dir) / MODELS[kind].file

@@ -21,8 +21,8 @@ from fkd.train_result import TrainResult
 log = logging.getLogger("fkd.train_torch")
 
 
-def pick_device(name: str, key: str = "resnet.device") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; otherwise the named device (an error if it is not there)."""
+def pick_device(name: str, key: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; otherwise the named device (a ParamsError naming ``key`` if it is not there)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -113,7 +113,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, model
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
     """
     seed_everything(p.seed, p.threads)
-    device = pick_device(p.device)
+    device = pick_device(p.device, f"{config['arch']}.device")
     cuda = device.type == "cuda"
     n_outputs = config["n_outputs"]
     model = build_model(config).to(device)

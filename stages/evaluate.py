@@ -19,15 +19,14 @@ def main(argv: list[str]) -> None:
     p = load_params()
     from fkd.ensemble import save_weights
     from fkd.evaluate import evaluate_models, summary_table, write_outputs
-    from fkd.inference import load_model_fn
+    from fkd.inference import ensemble_weights, load_model_fn
     from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
 
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
     models = {kind: load_model_fn(kind, models_dir) for kind in MODEL_NAMES}
     results, fitted = evaluate_models(models, train, val, p.ensemble, p.evaluate.tta_flip)
     if fitted is None:
-        weights = np.asarray(p.ensemble.weights, dtype=np.float64)
-        fitted = {"members": list(p.ensemble.members), "weights": weights / weights.sum(), "fitted_on": "params (fixed weights)"}
+        fitted = {"members": list(p.ensemble.members), "weights": ensemble_weights(p.ensemble), "fitted_on": "params (fixed weights)"}
     members, weights = fitted.pop("members"), np.asarray(fitted.pop("weights"))
     if weights.ndim == 1:  # flat numbers too, so that `dvc metrics show` lists them
         fitted.update({f"weight_{m}": round(float(w), 6) for m, w in zip(members, weights)})

@@ -141,3 +141,20 @@ def test_heatmap_network_decodes_coordinates_by_soft_argmax():
     peaked[0, :, 6, 18] = 50.0  # one hot cell: row 6, column 18 at stride 4 -> pixel (73.5, 25.5)
     net.heatmaps = lambda x: peaked
     torch.testing.assert_close(net(torch.zeros(1, 1, 96, 96)).view(17, 2)[0], torch.tensor([73.5, 25.5]))
+
+
+def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
+    import torch as _torch
+
+    from fkd.config import ParamsError
+    from fkd.torch_train import heatmap_config, train_torch
+
+    if _torch.cuda.is_available():
+        pytest.skip("a CUDA device is there")
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {"heatmap": {**TINY_PARAMS["heatmap"], "device": "cuda"}})
+    p = parse_params(raw).heatmap
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    with pytest.raises(ParamsError, match=r"'heatmap.device' is cuda but no CUDA device is available"):
+        train_torch(train, val, p, heatmap_config(p), tmp_path / "h.pt")
+    assert not list(tmp_path.iterdir())
