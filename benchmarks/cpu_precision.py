@@ -15,8 +15,12 @@ import time
 import torch
 
 from fkd.config import load_params
-from fkd.resnet import build_model, masked_mse
-from fkd.torch_train import heatmap_config, resnet_config
+from fkd.models.heatmap import network as heatmap
+from fkd.models.resnet import network as resnet
+from fkd.torch_nn import masked_mse
+
+#: arch -> the function that builds its network from an architecture dict
+BUILD = {resnet.ARCH: resnet.build, heatmap.ARCH: heatmap.build}
 
 VARIANTS = {  # name -> (bf16 autocast, channels_last)
     "fp32": (False, False),
@@ -29,7 +33,7 @@ VARIANTS = {  # name -> (bf16 autocast, channels_last)
 def speed(config: dict, bf16: bool, channels_last: bool, images: int, batch: int) -> float:
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(config).to(memory_format=fmt)
+    model = BUILD[config["arch"]](config).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = (torch.randint(0, 256, (batch, 1, 96, 96)).float() / 255).contiguous(memory_format=fmt)
     y = torch.rand(batch, config["n_outputs"]) * 2 - 1
@@ -57,7 +61,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     p = load_params()
-    models = {"resnet": (resnet_config(p.resnet), p.resnet.batch_size), "heatmap": (heatmap_config(p.heatmap), p.heatmap.batch_size)}
+    models = {"resnet": (resnet.architecture(p.resnet), p.resnet.batch_size), "heatmap": (heatmap.architecture(p.heatmap), p.heatmap.batch_size)}
     print(f"CPU, {torch.get_num_threads()} threads, {args.images} images per variant and round, median of {args.rounds} rounds")
     for name, (config, batch) in models.items():
         runs = {v: [] for v in VARIANTS}

@@ -19,12 +19,17 @@ from fkd.data import load_part
 from fkd.evaluate import score
 from fkd.inference import with_flip_tta
 from fkd.keypoints import N_EXTENDED
-from fkd.resnet import build_model, load_model_fn
-from fkd.torch_train import resnet_config, train_torch
+from fkd.models.heatmap import network as heatmap
+from fkd.models.resnet import network as resnet
+from fkd.torch_nn import load_checkpoint_fn
+from fkd.torch_train import train_torch
+
+#: arch -> the function that builds its network from an architecture dict
+BUILD = {resnet.ARCH: resnet.build, heatmap.ARCH: heatmap.build}
 
 
 def heatmap_config(widths=(32, 64, 128, 256), blocks=1, decoder=64, stride=2) -> dict:
-    return {"arch": "heatmap", "n_outputs": 2 * N_EXTENDED, "widths": list(widths), "blocks_per_stage": blocks,
+    return {"arch": heatmap.ARCH, "n_outputs": 2 * N_EXTENDED, "widths": list(widths), "blocks_per_stage": blocks,
             "decoder_channels": decoder, "heatmap_stride": stride, "normalize_targets": True}
 
 
@@ -53,7 +58,7 @@ def params_with(overrides: dict):
 def speed(config: dict, threads: int, steps: int = 6, batch: int = 32) -> float:
     """Training img/s of one architecture (forward + backward + AdamW step) on the CPU."""
     torch.set_num_threads(threads)
-    model = build_model(config)
+    model = BUILD[config["arch"]](config)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.rand(batch, 1, 96, 96), torch.rand(batch, config["n_outputs"])
     for i in range(steps + 2):
@@ -80,7 +85,7 @@ def main() -> None:
     if args.speed_only:
         for name in names:
             overrides, config = VARIANTS[name]
-            config = config or resnet_config(params_with(overrides))
+            config = config or resnet.architecture(params_with(overrides))
             print(f"{name:24s} {speed(config, args.threads):7.1f} img/s (CPU, {args.threads} threads)", flush=True)
         return
     train, val = load_part(args.split_dir, "train"), load_part(args.split_dir, "val")
@@ -88,13 +93,13 @@ def main() -> None:
         overrides, config = VARIANTS[name]
         overrides = {**overrides, "epochs": max(1, round(overrides["epochs"] * args.epochs_scale)), "threads": args.threads}
         p = params_with(overrides)
-        config = config or resnet_config(p)
+        config = config or resnet.architecture(p)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.pt"
             start = time.perf_counter()
-            result = train_torch(train, val, p, config, path, None)
+            result = train_torch(train, val, p, config, BUILD[config["arch"]], path, None)
             seconds = time.perf_counter() - start
-            fn = load_model_fn(path, "cuda" if torch.cuda.is_available() else "cpu")
+            fn = load_checkpoint_fn(path, config["arch"], BUILD[config["arch"]], "cuda" if torch.cuda.is_available() else "cpu")
             tta = score(with_flip_tta(fn)(val.images), val.keypoints)["rmse"]
         row = {"name": name, "val_rmse": round(result.best_val_rmse, 4), "val_rmse_tta": round(tta, 4), "best_epoch": result.best_epoch,
                "epochs": p.epochs, "seconds": round(seconds, 1), "img_s": round(result.images_per_second, 1), "device": result.device}

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fkd.augment import augment_batch
 from fkd.config import load_params
-from fkd.resnet import KeypointResNet, masked_mse
+from fkd.models.resnet.network import KeypointResNet
+from fkd.torch_nn import masked_mse
 from fkd.torch_train import device_label, pick_device, seed_everything
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fkd.config import AugmentParams
+from fkd.torch_params import AugmentParams
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_permutation
 
 SIZE = 96

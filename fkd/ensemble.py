@@ -298,13 +298,10 @@ def load_weights(path: str | Path, expected_members: Sequence[str] | None = None
         raise fail(f"'weights' must be a list of numbers or of {N_EXTENDED}-number lists, got {raw!r:.200}") from None
     if any(isinstance(v, bool) for v in np.asarray(raw, dtype=object).ravel()):
         raise fail("'weights' must be numbers, not true/false")
-    m = len(members)
-    if w.shape not in ((m,), (m, N_EXTENDED)):
-        raise fail(f"'weights' have shape {w.shape}, expected ({m},) or ({m}, {N_EXTENDED}) for members {members}")
-    if not np.isfinite(w).all():
-        raise fail("'weights' are not all finite")
-    if (w < 0).any():
-        raise fail(f"'weights' must be non-negative, got {w.min():g}")
+    try:
+        w = _check_weights(w, len(members))
+    except ValueError as exc:
+        raise fail(f"{exc} (members {members})") from None
     sums = w.sum(axis=0)
     if not np.allclose(sums, 1.0, rtol=0, atol=1e-4):
         worst = float(np.atleast_1d(sums)[np.argmax(np.abs(np.atleast_1d(sums) - 1.0))])

@@ -1,8 +1,10 @@
 """The trained models, registered once: each model's file under ``models/`` and the function that
 loads that file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
 
-Adding a model: its package module (network, training, loader), one entry here, one stage in
-``dvc.yaml`` and its params section. Frameworks are imported only when a loader runs.
+Adding a model: its folder ``fkd/models/<name>/`` (``params.py``, ``network.py`` with
+``load_model_fn``, ``train.py``), one entry here, its section in :class:`fkd.config.Params` and
+``params.yaml``, and its stage in ``dvc.yaml`` (a two-line module in ``stages/``). Frameworks
+are imported only when a loader runs.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from fkd.config import ParamsError
 from fkd.errors import PredictionError
+from fkd.schema import ParamsError
 
 ModelFn = Callable[[np.ndarray], np.ndarray]
 
@@ -30,14 +32,20 @@ def check_predictions(pred: np.ndarray, n_rows: int, who: str, finite: bool = Tr
     return pred
 
 
-def _load_torch(path: Path) -> ModelFn:
-    from fkd.resnet import load_model_fn
+def _resnet(path: Path) -> ModelFn:
+    from fkd.models.resnet.network import load_model_fn
 
     return load_model_fn(path)
 
 
-def _load_keras(path: Path) -> ModelFn:
-    from fkd.cnn import load_model_fn
+def _heatmap(path: Path) -> ModelFn:
+    from fkd.models.heatmap.network import load_model_fn
+
+    return load_model_fn(path)
+
+
+def _cnn(path: Path) -> ModelFn:
+    from fkd.models.cnn.network import load_model_fn
 
     return load_model_fn(path)
 
@@ -49,9 +57,9 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet": ModelSpec("resnet.pt", _load_torch),
-    "heatmap": ModelSpec("heatmap.pt", _load_torch),  # a torch checkpoint: its config names the network
-    "cnn": ModelSpec("cnn_sgd.keras", _load_keras),
+    "resnet": ModelSpec("resnet.pt", _resnet),
+    "heatmap": ModelSpec("heatmap.pt", _heatmap),
+    "cnn": ModelSpec("cnn_sgd.keras", _cnn),  # phase 2's model
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 #: The ensemble's weights, written by evaluate beside the models.

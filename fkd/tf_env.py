@@ -1,4 +1,6 @@
-"""Quiet TensorFlow's start-up logging: import this module before tensorflow or keras.
+"""Prepare TensorFlow and Keras: import this module before tensorflow or keras.
+
+It puts Keras on the TensorFlow backend (``KERAS_BACKEND``, unless set) and quiets TensorFlow's start-up logging.
 
 On a machine without a GPU, TensorFlow prints a screenful at import and at its first operation:
 the oneDNN notice, "Could not find cuda drivers", CPU-instruction advice, "failed call to cuInit".
@@ -102,4 +104,5 @@ def _import_with_stderr_filtered(level: int) -> None:
                 os.write(2, kept.encode())
 
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this project's CNN is written for it
 quiet_tensorflow()

@@ -1,4 +1,5 @@
-"""Training loop for the torch models (ResNet, heatmap): data kept on the device, batched augmentation, masked loss, dvclive logging."""
+"""The training loop every torch model shares: data kept on the device, batched augmentation, masked
+loss, early stopping on val RMSE, dvclive logging, the best epoch saved byte-stably."""
 from __future__ import annotations
 
 import logging
@@ -6,16 +7,18 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from fkd.augment import augment_batch
-from fkd.config import HeatmapParams, ParamsError, ResnetParams, TorchTrainParams, to_dict
 from fkd.data import Part
 from fkd.io import save_torch
-from fkd.keypoints import N_COORDS, N_EXTENDED, training_targets
-from fkd.resnet import CENTRE, build_model, masked_mse, to_pixels
+from fkd.keypoints import training_targets
+from fkd.schema import ParamsError, to_dict
+from fkd.torch_nn import CENTRE, masked_mse, to_pixels
+from fkd.torch_params import TorchTrainParams
 from fkd.train_result import TrainResult
 
 log = logging.getLogger("fkd.train_torch")
@@ -83,30 +86,9 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(((pred - torch.nan_to_num(target))[mask] ** 2).mean()))
 
 
-def resnet_config(p: ResnetParams) -> dict:
-    """The architecture dict of the ResNet that ``p`` describes (stored in the checkpoint)."""
-    return {"arch": "resnet", "n_outputs": 2 * N_EXTENDED if p.scheme_heads else N_COORDS, "stem_channels": p.stem_channels,
-            "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}
-
-
-def heatmap_config(p: HeatmapParams) -> dict:
-    """The architecture dict of the heatmap network that ``p`` describes (always 34 outputs: both schemes)."""
-    return {"arch": "heatmap", "n_outputs": 2 * N_EXTENDED, "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage,
-            "decoder_channels": p.decoder_channels, "heatmap_stride": p.heatmap_stride, "normalize_targets": p.normalize_targets}
-
-
-def train_resnet(train: Part, val: Part, p: ResnetParams, model_path: str | Path, live=None) -> TrainResult:
-    """Train the ResNet of ``p`` (see :func:`train_torch`)."""
-    return train_torch(train, val, p, resnet_config(p), model_path, live)
-
-
-def train_heatmap(train: Part, val: Part, p: HeatmapParams, model_path: str | Path, live=None) -> TrainResult:
-    """Train the heatmap network of ``p`` (see :func:`train_torch`)."""
-    return train_torch(train, val, p, heatmap_config(p), model_path, live)
-
-
-def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, model_path: str | Path, live=None) -> TrainResult:
-    """Train the network of architecture dict ``config`` on ``train``, early-stop on ``val`` RMSE, and save
+def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
+                model_path: str | Path, live=None) -> TrainResult:
+    """Train the network ``build(config)`` (``config``: its architecture dict, saved with it) on ``train``, early-stop on ``val`` RMSE, and save
     the best epoch's weights to ``model_path`` (once, at the end; nothing is written if no epoch gave a
     finite val RMSE: :class:`fkd.train_result.TrainingError`).
 
@@ -116,7 +98,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, model
     device = pick_device(p.device, f"{config['arch']}.device")
     cuda = device.type == "cuda"
     n_outputs = config["n_outputs"]
-    model = build_model(config).to(device)
+    model = build(config).to(device)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=memory_format)
 

@@ -59,7 +59,7 @@ def record(live, result: TrainResult, metrics_dir: str | Path) -> None:
 
 def run_training(train_fn, split_dir: str | Path, metrics_dir: str | Path, *args) -> TrainResult:
     """A training stage's body: ``train_fn(train, val, *args, live=...)`` on the split's two parts, with
-    dvclive logging into ``metrics_dir`` and the result recorded there (:func:`record`)."""
+    dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log."""
     from dvclive import Live
 
     from fkd.data import load_part
@@ -67,4 +67,6 @@ def run_training(train_fn, split_dir: str | Path, metrics_dir: str | Path, *args
     with Live(str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         result = train_fn(load_part(split_dir, "train"), load_part(split_dir, "val"), *args, live=live)
         record(live, result, metrics_dir)
+    log.info("best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", result.best_val_rmse, result.best_epoch,
+             result.epochs_run, result.train_seconds, result.images_per_second, result.device)
     return result

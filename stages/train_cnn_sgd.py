@@ -14,13 +14,11 @@ def main(argv: list[str]) -> None:
     p = load_params().cnn
     if not Path(start_model).exists():
         raise StageError(f"{start_model} not found: run the train_cnn_adam stage first")
-    from fkd.cnn import train_sgd
+    from fkd.models.cnn.train import train_sgd
 
     result = run_training(train_sgd, split_dir, metrics_dir, p, start_model, model_path)
-    log.info("phase 2 (SGD): best val RMSE %.3f px at epoch %d of %d, phase 1 had %.3f px: %s (%.0f s, %.1f img/s on %s)",
-             result.best_val_rmse, result.best_epoch, result.epochs_run, result.adam_val_rmse,
-             "improved" if result.improved_on_adam else "no improvement, kept phase 1's weights",
-             result.train_seconds, result.images_per_second, result.device)
+    log.info("phase 2 (SGD) against phase 1's %.3f px: %s", result.adam_val_rmse,
+             "improved" if result.improved_on_adam else "no improvement, kept phase 1's weights")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fkd.cnn import (MaskedHuber, MaskedRMSE, build_model, flip_batch, load_model_fn, save_model, targets_for, train_adam,
-                     train_dataset, train_sgd)
 from fkd.config import ParamsError, load_params, parse_params, to_dict
 from fkd.data import load_part
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
+from fkd.models.cnn.network import MaskedHuber, MaskedRMSE, build_model, load_model_fn, save_model
+from fkd.models.cnn.train import flip_batch, targets_for, train_adam, train_dataset, train_sgd
 from fkd.synthetic import draw_face
 from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc, run
 
@@ -82,7 +82,7 @@ def test_model_shapes_and_saved_model_fn_gives_34_pixels(tmp_path, scheme_heads,
 
 def test_mismatched_dropout_list_is_a_params_error():
     with pytest.raises(ParamsError, match="cnn.dropout"):
-        build_model(tiny_params(dropout=[0.1, 0.1]), 34)
+        tiny_params(dropout=[0.1, 0.1])  # checked with the params, before any model is built
 
 
 def test_flip_lands_keypoints_on_the_flipped_features():

@@ -245,7 +245,8 @@ def tiny_params_file(dest: Path, overrides: dict | None = None) -> Path:
 
 def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Path:
     """models/resnet.pt and heatmap.pt (one tiny epoch each) and, with ``cnn``, an untrained tiny models/cnn_sgd.keras."""
-    from fkd.torch_train import train_heatmap, train_resnet
+    from fkd.models.heatmap.train import train as train_heatmap
+    from fkd.models.resnet.train import train as train_resnet
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
@@ -254,7 +255,7 @@ def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Pat
     train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p.resnet, models_dir / "resnet.pt")
     train_heatmap(load_part(split_dir, "train"), load_part(split_dir, "val"), p.heatmap, models_dir / "heatmap.pt")
     if cnn:
-        from fkd.cnn import build_model, n_outputs, save_model
+        from fkd.models.cnn.network import build_model, n_outputs, save_model
 
         save_model(build_model(p.cnn, n_outputs(p.cnn.scheme_heads)), models_dir / "cnn_sgd.keras")
     return models_dir

@@ -216,7 +216,7 @@ def tiny_models(tmp_path_factory) -> Path:
     """An untrained, tiny resnet.pt: real loading and prediction, arbitrary keypoints."""
     import torch
 
-    from fkd.resnet import build_model
+    from fkd.models.resnet.network import build as build_model
 
     torch.manual_seed(0)
     config = {"n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}

@@ -1,6 +1,6 @@
 """Byte-for-byte reproducible: the same code, params and data give the same bytes, so dvc.lock tells the truth.
 
-* Model files: ``fkd.io.save_torch`` and ``fkd.cnn.save_model`` write the same bytes for the same model,
+* Model files: ``fkd.io.save_torch`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
   whatever the file name, the time of day, or the process (object addresses) that saved it.
 * The pipeline: after ``dvc repro`` and a commit, a second ``dvc repro`` runs nothing and changes nothing;
   wiping the cache and every output and reproducing from scratch leaves ``git status`` clean (dvc.lock,
@@ -57,21 +57,20 @@ def tiny_resnet_checkpoint() -> dict:
     import torch
 
     from fkd.config import load_params, parse_params, to_dict
-    from fkd.resnet import build_model
-    from fkd.torch_train import resnet_config
+    from fkd.models.resnet.network import architecture, build
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
     p = parse_params(raw).resnet
-    config = resnet_config(p)
+    config = architecture(p)
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build(config)
     return {"state_dict": model.state_dict(), "config": config, "params": to_dict(p), "val_rmse": 3.25, "epoch": 1}
 
 
 def test_save_torch_gives_the_same_bytes_under_any_file_name(tmp_path):
     from fkd.io import save_torch
-    from fkd.resnet import load_model_fn
+    from fkd.models.resnet.network import load_model_fn
 
     ckpt = tiny_resnet_checkpoint()
     a, b = tmp_path / "a" / "resnet.pt", tmp_path / "b" / "other_name.pt"
@@ -99,7 +98,7 @@ def tiny_cnn_params():
 def tiny_cnn(seed: int = 0):
     import keras
 
-    from fkd.cnn import build_model, n_outputs
+    from fkd.models.cnn.network import build_model, n_outputs
 
     p = tiny_cnn_params()
     keras.utils.set_random_seed(seed)
@@ -107,7 +106,7 @@ def tiny_cnn(seed: int = 0):
 
 
 def test_save_model_gives_the_same_bytes_and_still_loads_and_predicts(tmp_path):
-    from fkd.cnn import EVAL_BATCH, load_model_fn, save_model
+    from fkd.models.cnn.network import EVAL_BATCH, load_model_fn, save_model
     from fkd.keypoints import N_EXTENDED, widen_to_extended
 
     model = tiny_cnn()
@@ -127,10 +126,10 @@ def test_save_model_gives_the_same_bytes_and_still_loads_and_predicts(tmp_path):
 
 
 def save_both_ways(model, folder: Path) -> list[Path]:
-    """``model`` saved by :func:`fkd.cnn.save_model` (a bare clone: its config has no shared objects) and by
-    Keras's own ``model.save`` rewritten by :func:`fkd.cnn.stable_keras_archive` (the built model's
+    """``model`` saved by :func:`fkd.models.cnn.network.save_model` (a bare clone: its config has no shared objects) and by
+    Keras's own ``model.save`` rewritten by :func:`fkd.models.cnn.network.stable_keras_archive` (the built model's
     config carries ``shared_object_id`` = Python object addresses)."""
-    from fkd.cnn import save_model, stable_keras_archive
+    from fkd.models.cnn.network import save_model, stable_keras_archive
 
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, folder / "save_model.keras")

@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from fkd.augment import augment_batch
-from fkd.config import AugmentParams, load_params, parse_params, to_dict
+from fkd.config import load_params, parse_params, to_dict
 from fkd.data import load_part
 from fkd.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
-from fkd.resnet import KeypointResNet, load_model_fn, masked_mse
+from fkd.models.resnet.network import KeypointResNet, load_model_fn
+from fkd.models.resnet.train import train as train_resnet
 from fkd.synthetic import draw_face
-from fkd.torch_train import train_resnet
+from fkd.torch_nn import masked_mse
+from fkd.torch_params import AugmentParams
 from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc
 
 NO_AUG = AugmentParams(flip=False, rotate_deg=0.0, scale=0.0, shift_px=0.0, brightness=0.0, contrast=0.0)
@@ -127,7 +129,7 @@ def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
 
 
 def test_heatmap_network_decodes_coordinates_by_soft_argmax():
-    from fkd.heatmap import HeatmapNet
+    from fkd.models.heatmap.network import HeatmapNet
 
     net = HeatmapNet(17, widths=(4, 8, 8, 8), blocks_per_stage=1, decoder_channels=8, heatmap_stride=4, normalized=False)
     net.eval()
@@ -147,7 +149,7 @@ def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
     import torch as _torch
 
     from fkd.config import ParamsError
-    from fkd.torch_train import heatmap_config, train_torch
+    from fkd.models.heatmap.train import train as train_heatmap
 
     if _torch.cuda.is_available():
         pytest.skip("a CUDA device is there")
@@ -156,5 +158,5 @@ def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
     p = parse_params(raw).heatmap
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
     with pytest.raises(ParamsError, match=r"'heatmap.device' is cuda but no CUDA device is available"):
-        train_torch(train, val, p, heatmap_config(p), tmp_path / "h.pt")
+        train_heatmap(train, val, p, tmp_path / "h.pt")
     assert not list(tmp_path.iterdir())

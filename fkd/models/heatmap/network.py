@@ -8,11 +8,17 @@ the training loop and every consumer apply unchanged.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fkd.resnet import CENTRE, BasicBlock
+from fkd.keypoints import N_EXTENDED
+from fkd.models.heatmap.params import HeatmapParams
+from fkd.torch_nn import load_checkpoint_fn, CENTRE, BasicBlock
+
+ARCH = "heatmap"
 
 
 class HeatmapNet(nn.Module):
@@ -65,7 +71,18 @@ class HeatmapNet(nn.Module):
         return (coords - CENTRE) / CENTRE if self.normalized else coords
 
 
-def build_heatmap_model(config: dict) -> HeatmapNet:
-    """A :class:`HeatmapNet` from the architecture dict stored in a checkpoint."""
+def architecture(p: HeatmapParams) -> dict:
+    """The architecture dict of the heatmap network that ``p`` describes (always 34 outputs: both schemes)."""
+    return {"arch": ARCH, "n_outputs": 2 * N_EXTENDED, "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage,
+            "decoder_channels": p.decoder_channels, "heatmap_stride": p.heatmap_stride, "normalize_targets": p.normalize_targets}
+
+
+def build(config: dict) -> HeatmapNet:
+    """The network of an architecture dict (:func:`architecture`, as stored in a checkpoint)."""
     return HeatmapNet(config["n_outputs"] // 2, tuple(config["widths"]), config["blocks_per_stage"], config["decoder_channels"],
                       config["heatmap_stride"], config["normalize_targets"])
+
+
+def load_model_fn(path: str | Path, device: str = "cpu"):
+    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``heatmap.pt``."""
+    return load_checkpoint_fn(path, ARCH, build, device)

@@ -1,13 +1,16 @@
-"""The PyTorch ResNet for 96x96 keypoints, its masked loss, and loading a saved model for prediction."""
+"""Torch pieces the torch models share: the residual block, the masked loss, the target scaling and
+loading a saved checkpoint into a model function."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fkd.errors import ModelFileError
 from fkd.keypoints import N_COORDS, widen_to_extended
 
 #: Coordinates are trained as (xy - CENTRE) / CENTRE when targets are normalised.
@@ -33,30 +36,6 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class KeypointResNet(nn.Module):
-    """Stem conv 7x7/2 + BN + ReLU + max-pool; stages of residual blocks (stride 2 from the 2nd stage); global pool; linear."""
-
-    def __init__(self, n_outputs: int, stem_channels: int = 32, widths=(32, 64, 128, 256, 512), blocks_per_stage: int = 2):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, stem_channels, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(stem_channels),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1),
-        )
-        blocks, c_in = [], stem_channels
-        for i, width in enumerate(widths):
-            for j in range(blocks_per_stage):
-                blocks.append(BasicBlock(c_in, width, 2 if (i > 0 and j == 0) else 1))
-                c_in = width
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(c_in, n_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
 def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over finite targets only; 0 (with a zero gradient) when a batch has none."""
     mask = torch.isfinite(target)
@@ -64,24 +43,20 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (diff * diff).sum() / mask.sum().clamp(min=1)
 
 
-def build_model(config: dict) -> nn.Module:
-    """A network from the architecture dict stored in a checkpoint (``arch``: resnet, the default, or heatmap)."""
-    if config.get("arch", "resnet") == "heatmap":
-        from fkd.heatmap import build_heatmap_model
-
-        return build_heatmap_model(config)
-    return KeypointResNet(config["n_outputs"], config["stem_channels"], tuple(config["widths"]), config["blocks_per_stage"])
-
-
 def to_pixels(outputs: torch.Tensor, normalized: bool) -> torch.Tensor:
     return outputs * CENTRE + CENTRE if normalized else outputs
 
 
-def load_model_fn(path: str | Path, device: str = "cpu", batch_size: int = 256):
-    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``resnet.pt``."""
+def load_checkpoint_fn(path: str | Path, arch: str, build: Callable[[dict], nn.Module], device: str = "cpu",
+                       batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a checkpoint saved by
+    :func:`fkd.torch_train.train_torch` for architecture ``arch``, its network made by ``build(config)``."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     config = ckpt["config"]
-    model = build_model(config).to(device)
+    held = config.get("arch", "resnet")  # checkpoints from before the heatmap model name no network: ResNets
+    if held != arch:
+        raise ModelFileError(f"{path}: holds a {held!r} network, expected {arch!r}")
+    model = build(config).to(device)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
 

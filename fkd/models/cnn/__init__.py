@@ -1,0 +1,1 @@
+"""The Keras/TensorFlow CNN, trained in two phases (Adam, then SGD fine-tuning)."""

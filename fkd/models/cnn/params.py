@@ -1,0 +1,49 @@
+"""params.yaml's ``cnn`` section: the Keras CNN's shape and its two training phases (``cnn.adam``, ``cnn.sgd``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fkd.schema import Count, LearningRate, Length, ParamsError, Positive, Range, Seed, Threads
+
+
+@dataclass(frozen=True)
+class CnnAdamParams:
+    lr: LearningRate
+    schedule: Literal["cosine", "constant"]  # cosine: decays to 0 over the epochs, so the last epochs settle
+    epochs: Positive
+    patience: Positive
+
+
+@dataclass(frozen=True)
+class CnnSgdParams:
+    lr: LearningRate
+    momentum: Annotated[float, Range(ge=0, lt=1)]
+    epochs: Positive
+    patience: Positive
+    plateau_factor: Annotated[float, Range(gt=0, lt=1)]  # Keras refuses factor >= 1
+    plateau_patience: Count  # 0: lower the rate after every epoch without improvement
+
+
+@dataclass(frozen=True)
+class CnnParams:
+    seed: Seed
+    threads: Threads
+    filters: Annotated[tuple[Positive, ...], Length(min=1, max=6)]  # each block halves 96 px; a 7th leaves none
+    kernel: Annotated[int, Range(ge=1, le=96)]
+    dropout: tuple[Annotated[float, Range(ge=0, lt=1)], ...]
+    dense: tuple[Positive, ...]
+    leaky_alpha: Annotated[float, Range(ge=0, le=1)]
+    huber_delta: Annotated[float, Range(gt=0)]
+    target_scale: Annotated[float, Range(gt=0)]
+    missing: Literal["mask", "ffill"]
+    scheme_heads: bool
+    batch_size: Positive
+    flip: bool
+    adam: CnnAdamParams
+    sgd: CnnSgdParams
+
+    def check_fields(self, key: str) -> None:
+        if len(self.dropout) != len(self.filters):
+            raise ParamsError(f"params: '{key}.dropout' must have one rate per {key}.filters entry ({len(self.filters)}), "
+                              f"got {len(self.dropout)}")

@@ -1,0 +1,1 @@
+"""The PyTorch heatmap network: one heatmap per keypoint, decoded by soft-argmax."""

@@ -1,0 +1,16 @@
+"""params.yaml's ``heatmap`` section: the heatmap network's shape, on top of the shared torch training params."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fkd.schema import Length, Positive
+from fkd.torch_params import TorchTrainParams
+
+
+@dataclass(frozen=True)
+class HeatmapParams(TorchTrainParams):
+    widths: Annotated[tuple[Positive, ...], Length(min=4, max=4)]  # encoder stages at strides 2, 4, 8, 16
+    blocks_per_stage: Positive
+    decoder_channels: Positive
+    heatmap_stride: Literal[2, 4, 8]

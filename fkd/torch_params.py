@@ -1,0 +1,39 @@
+"""The params every PyTorch model's section shares: how it is trained and augmented."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fkd.schema import Fraction, LearningRate, NonNegative, Positive, Range, Seed, Threads
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    flip: bool
+    rotate_deg: Annotated[float, Range(ge=0, le=180)]
+    scale: Annotated[float, Range(ge=0, lt=1)]  # 1 would allow a zero-size image
+    shift_px: Annotated[float, Range(ge=0, lt=96)]
+    brightness: Fraction
+    contrast: Fraction
+
+
+@dataclass(frozen=True)
+class TorchTrainParams:
+    """How a PyTorch model is trained (shared by every torch model's params section)."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    threads: Threads
+    seed: Seed
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: LearningRate
+    weight_decay: NonNegative
+    schedule: Literal["onecycle", "cosine", "step", "constant"]
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)]  # OneCycleLR divides by the part after warm-up
+    step_size: Positive  # epochs
+    step_gamma: Annotated[float, Range(gt=0, le=1)]
+    batch_size: Positive
+    epochs: Positive
+    patience: Positive  # epochs without improvement; 0 would stop after the first epoch
+    normalize_targets: bool
+    bf16: bool  # bfloat16 autocast on CUDA
+    augment: AugmentParams

@@ -1,0 +1,69 @@
+"""The model registry and the one-folder-per-model layout: every registered model has its folder
+(params, network with a loader, training), its params section, and the dvc.yaml stage that writes
+its file; a saved torch model loads only as the network it holds."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fkd.config import Params, load_params
+from fkd.errors import ModelFileError
+from fkd.registry import MODELS, check_model_names
+from fkd.schema import ParamsError
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_registered_model_is_one_folder(name):
+    folder = ROOT / "fkd" / "models" / name
+    for part in ("params", "network", "train"):
+        assert (folder / f"{part}.py").is_file(), f"fkd/models/{name}/{part}.py missing"
+    network = importlib.import_module(f"fkd.models.{name}.network")
+    assert "path" in inspect.signature(network.load_model_fn).parameters
+    # its params section is declared in its folder and is a field of Params
+    fields = {f.name: f for f in dataclasses.fields(Params)}
+    assert name in fields
+    section = type(getattr(load_params(ROOT / "params.yaml"), name))
+    assert section.__module__ == f"fkd.models.{name}.params"
+
+
+def test_every_registered_model_file_is_written_by_a_stage():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = {out if isinstance(out, str) else next(iter(out)) for stage in stages.values() for out in stage.get("outs", [])}
+    for name, spec in MODELS.items():
+        assert f"models/{spec.file}" in outs, f"no dvc.yaml stage writes models/{spec.file} ({name})"
+
+
+def test_model_folders_import_no_other_model():
+    """A model's folder stands alone: no module of one model imports another model's folder."""
+    for name in MODELS:
+        for path in (ROOT / "fkd" / "models" / name).glob("*.py"):
+            text = path.read_text()
+            others = [o for o in MODELS if o != name and f"fkd.models.{o}" in text]
+            assert not others, f"{path.relative_to(ROOT)} imports {others}"
+
+
+def test_unknown_model_name_is_a_params_error():
+    with pytest.raises(ParamsError, match=r"'ensemble.members\[1\]' is 'vit'.*resnet"):
+        check_model_names(["resnet", "vit"], "ensemble.members")
+
+
+def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
+    from fkd.io import save_torch
+    from fkd.models.heatmap import network as heatmap
+    from fkd.models.resnet import network as resnet
+
+    p = load_params(ROOT / "params.yaml")
+    config = heatmap.architecture(p.heatmap)
+    save_torch(tmp_path / "heatmap.pt", {"state_dict": heatmap.build(config).state_dict(), "config": config})
+    with pytest.raises(ModelFileError, match=r"heatmap.pt: holds a 'heatmap' network, expected 'resnet'"):
+        resnet.load_model_fn(tmp_path / "heatmap.pt")
+    torch.manual_seed(0)
+    pred = heatmap.load_model_fn(tmp_path / "heatmap.pt")(np.zeros((2, 96, 96), np.uint8))
+    assert pred.shape == (2, 34) and np.isfinite(pred).all()
