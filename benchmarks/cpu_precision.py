@@ -5,6 +5,13 @@ uint8 faces for the same number of images, interleaved over ``--rounds`` so that
 processes hits every variant alike; the median img/s per variant and its ratio to fp32 are printed.
 
     python -m benchmarks.cpu_precision [--images 256] [--rounds 3] [--threads 0]
+
+With ``--train SPLIT_DIR`` it measures accuracy instead: each torch model is trained with the
+project's loop (params.yaml's recipe, ``--epochs`` epochs) once in fp32 and once with ``bf16``
+(bfloat16 autocast + channels-last, where :func:`fkd.torch_train.use_bf16` allows it), and the best
+validation RMSE, the best epoch and the training img/s of each are printed.
+
+    python -m benchmarks.cpu_precision --train data/split --epochs 20 [--models resnet heatmap]
 """
 from __future__ import annotations
 
@@ -51,14 +58,43 @@ def speed(config: dict, bf16: bool, channels_last: bool, images: int, batch: int
     return (steps - 2) * batch / (time.perf_counter() - start)
 
 
+def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> None:
+    """Train each model of ``names`` in fp32 and in bf16 on the split's fold 0; print val RMSE and speed."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from fkd.data import load_part
+    from fkd.models.heatmap.train import train as train_heatmap
+    from fkd.models.resnet.train import train as train_resnet
+    from fkd.torch_train import cpu_has_native_bf16
+
+    trainers = {"resnet": train_resnet, "heatmap": train_heatmap}
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    params = load_params()
+    print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
+    for name in names:
+        for bf16 in (False, True):
+            p = dataclasses.replace(getattr(params, name), epochs=epochs, cpu_bf16=bf16, device="cpu", threads=threads)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = trainers[name](train, val, p, Path(tmp) / "m.pt")
+            print(f"{name:8s} {'bf16' if bf16 else 'fp32'}  val RMSE {result.best_val_rmse:.4f} px (epoch {result.best_epoch})  "
+                  f"{result.images_per_second:6.1f} img/s  {result.train_seconds:6.0f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", metavar="SPLIT_DIR", help="measure accuracy: train in fp32 and bf16 on this split")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--models", nargs="+", default=["resnet", "heatmap"], choices=["resnet", "heatmap"])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     args = ap.parse_args()
     import os
 
+    if args.train:
+        return accuracy(args.train, args.epochs, args.models, args.threads)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     p = load_params()
     models = {"resnet": (resnet.architecture(p.resnet), p.resnet.batch_size), "heatmap": (heatmap.architecture(p.heatmap), p.heatmap.batch_size)}

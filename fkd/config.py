@@ -35,8 +35,15 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    val_fraction: Annotated[float, Range(gt=0, lt=1)]
+    val_fraction: Annotated[float, Range(gt=0, lt=1)]  # the held-out part when there is one fold
     seed: Seed
+    # The fold numbers 0..K-1, a list because DVC's foreach makes one training stage per item (it cannot count).
+    folds: Annotated[tuple[Count, ...], Length(min=1, max=20)]
+
+    def check_fields(self, key: str) -> None:
+        if list(self.folds) != list(range(len(self.folds))):
+            raise ParamsError(f"params: '{key}.folds' must list the fold numbers from 0 ([0]: one hold-out; [0, 1, 2, 3, 4]: "
+                              f"5-fold cross-validation), got {list(self.folds)}; expected {list(range(len(self.folds)))}")
 
 
 @dataclass(frozen=True)

@@ -272,28 +272,60 @@ def split_indices(keypoints: np.ndarray, val_fraction: float, seed: int) -> tupl
     return train_rows, val_rows
 
 
-def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int) -> dict:
-    """Split the parsed training arrays into ``out_dir``/{train,val}_{images,keypoints,rows}.npy."""
+def fold_assignment(keypoints: np.ndarray, folds: int, val_fraction: float, seed: int) -> np.ndarray:
+    """The validation fold of every row (N,): with ``folds`` 1, 0 for a held-out ``val_fraction`` of the rows
+    and -1 (training only) for the rest (:func:`split_indices`); with ``folds`` K > 1, 0..K-1 for K
+    near-equal folds. Both are seeded and stratified by label completeness."""
+    if folds == 1:
+        _, val_rows = split_indices(keypoints, val_fraction, seed)
+        fold = np.full(len(keypoints), -1, dtype=np.int64)
+        fold[val_rows] = 0
+        return fold
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(keypoints), dtype=np.int64)
+    offset = 0  # the second group continues the first's rotation, so fold sizes differ by at most one
+    complete = complete_mask(keypoints)
+    for group in (np.flatnonzero(complete), np.flatnonzero(~complete)):
+        fold[rng.permutation(group)] = (offset + np.arange(len(group))) % folds
+        offset += len(group)
+    return fold
+
+
+def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int, folds: int = 1) -> dict:
+    """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows) and
+    ``val_fold.npy`` (:func:`fold_assignment`); :func:`load_part` reads a fold's two parts from them.
+    Returns the training and validation row counts of each fold."""
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     images = np.load(prepared_dir / "train_images.npy")
     keypoints = np.load(prepared_dir / "train_keypoints.npy")
-    train_rows, val_rows = split_indices(keypoints, val_fraction, seed)
-    for name, rows in (("validation", val_rows), ("training", train_rows)):
-        if len(rows) == 0:
-            raise DataError(f"{prepared_dir / 'train_keypoints.npy'}: split.val_fraction {val_fraction} of {len(keypoints)} "
-                            f"rows leaves 0 {name} rows; change split.val_fraction or use more training rows")
-    for name, rows in (("train", train_rows), ("val", val_rows)):
-        save_npy(out_dir / f"{name}_images.npy", images[rows])
-        save_npy(out_dir / f"{name}_keypoints.npy", keypoints[rows])
-        save_npy(out_dir / f"{name}_rows.npy", rows)
-    return {"train": len(train_rows), "val": len(val_rows)}
+    source = prepared_dir / "train_keypoints.npy"
+    if folds > 1 and len(keypoints) < 2 * folds:
+        raise DataError(f"{source}: {len(keypoints)} rows cannot make {folds} folds (at least 2 rows per fold); "
+                        "list fewer split.folds or use more training rows")
+    fold = fold_assignment(keypoints, folds, val_fraction, seed)
+    counts = []
+    for k in range(folds):
+        n_val = int((fold == k).sum())
+        for name, n in (("validation", n_val), ("training", len(fold) - n_val)):
+            if n == 0:
+                raise DataError(f"{source}: split.val_fraction {val_fraction} of {len(keypoints)} rows leaves 0 {name} rows; "
+                                "change split.val_fraction or use more training rows")
+        counts.append({"train": len(fold) - n_val, "val": n_val})
+    save_npy(out_dir / "images.npy", images)
+    save_npy(out_dir / "keypoints.npy", keypoints)
+    save_npy(out_dir / "val_fold.npy", fold)
+    return {"folds": counts}
 
 
-def load_part(split_dir: str | Path, name: str) -> Part:
-    """Load ``train`` or ``val`` from the split stage's output folder."""
+def load_part(split_dir: str | Path, name: str, fold: int = 0) -> Part:
+    """Load fold ``fold``'s ``train`` or ``val`` part from the split stage's output folder."""
     split_dir = Path(split_dir)
-    return Part(
-        images=np.load(split_dir / f"{name}_images.npy"),
-        keypoints=np.load(split_dir / f"{name}_keypoints.npy"),
-        rows=np.load(split_dir / f"{name}_rows.npy"),
-    )
+    if name not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {name!r}")
+    val_fold = np.load(split_dir / "val_fold.npy")
+    if not 0 <= fold <= val_fold.max(initial=0):
+        raise DataError(f"{split_dir / 'val_fold.npy'}: has no fold {fold} (folds 0..{int(val_fold.max(initial=0))}): "
+                        "re-run the split stage after changing split.folds")
+    rows = np.flatnonzero(val_fold == fold) if name == "val" else np.flatnonzero(val_fold != fold)
+    return Part(images=np.load(split_dir / "images.npy", mmap_mode="r")[rows], keypoints=np.load(split_dir / "keypoints.npy")[rows],
+                rows=rows.astype(np.int64))

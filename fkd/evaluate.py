@@ -190,17 +190,24 @@ def model_predictions(model_fn: ModelFn, images: np.ndarray, tta_flip: bool) -> 
     return out
 
 
-def variant_predictions(models: dict[str, ModelFn], images: np.ndarray, keypoints: np.ndarray, p: EnsembleParams,
+def out_of_fold_predictions(fold_fns: list[ModelFn], parts: list[tuple[Part, Part]], tta_flip: bool) -> dict[str, np.ndarray]:
+    """One model's :func:`model_predictions` on every fold's validation part, by that fold's model
+    (``fold_fns[k]`` was trained on ``parts[k]``'s training part), concatenated in fold order."""
+    per_fold = [model_predictions(fn, val.images, tta_flip) for fn, (_, val) in zip(fold_fns, parts, strict=True)]
+    return {kind: np.concatenate([pred[kind] for pred in per_fold]) for kind in per_fold[0]}
+
+
+def variant_predictions(base: dict[str, dict[str, np.ndarray]], keypoints: np.ndarray, p: EnsembleParams,
                         tta_flip: bool) -> tuple[dict[str, np.ndarray], dict | None]:
-    """Predictions (N, 34) of every scored variant: each model, ``<model>_tta`` with flip TTA, and
-    ``ensemble``/``ensemble_tta`` when every member of ``p.members`` is among ``models``.
+    """Predictions (N, 34) of every scored variant from each model's :func:`model_predictions` ``base``:
+    each model, ``<model>_tta`` with flip TTA, and ``ensemble``/``ensemble_tta`` when every member of
+    ``p.members`` is among them.
 
     With ``p.weights: fitted`` the ensemble's weights are fitted on these rows (:func:`fkd.ensemble.fit_weights`,
     on the TTA predictions when ``tta_flip``, as submit uses them) and its scored predictions are the
     cross-fitted ones (each fold combined with weights fitted on the other folds), so its metrics stay honest.
     Returns the predictions and, when fitted, ``{"members", "weights", ...}`` for :func:`fkd.ensemble.save_weights`.
     """
-    base = {name: model_predictions(fn, images, tta_flip) for name, fn in models.items()}
     variants = {name: pred["direct"] for name, pred in base.items()}
     if tta_flip:
         variants.update({f"{name}_tta": pred["tta"] for name, pred in base.items()})
@@ -217,7 +224,7 @@ def variant_predictions(models: dict[str, ModelFn], images: np.ndarray, keypoint
             for kind in kinds:
                 oof, _ = cross_fitted([base[m][kind] for m in p.members], targets, p.per_keypoint, ENSEMBLE_FOLDS)
                 variants["ensemble" + ("_tta" if kind == "tta" else "")] = oof
-            fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"validation, {'flip TTA' if tta_flip else 'direct'}",
+            fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"out-of-fold validation, {'flip TTA' if tta_flip else 'direct'}",
                       "rmse_in_sample": round(in_sample, 5), "cross_fit_folds": ENSEMBLE_FOLDS}
         else:
             weights = ensemble_weights(p)
@@ -239,20 +246,31 @@ class VariantResult:
     predictions: np.ndarray  # (N, 34) extended layout
 
 
-def evaluate_models(models: dict[str, ModelFn], train: Part, val: Part, p: EnsembleParams,
+def evaluate_models(models: dict[str, list[ModelFn]], parts: list[tuple[Part, Part]], p: EnsembleParams,
                     tta_flip: bool) -> tuple[dict[str, VariantResult], dict | None]:
-    """Score every variant of :func:`variant_predictions` (plus the mean-shape baseline) on ``val``;
-    returns the results and the fitted ensemble weights (or None)."""
+    """Score every variant of :func:`variant_predictions` (plus the mean-shape baseline) out of fold:
+    ``models[name][k]`` predicts fold k's validation part ``parts[k][1]``, and the scores are over all
+    validation parts together (:func:`validation_rows`; with one fold, the hold-out). Returns the results
+    and the fitted ensemble weights (or None)."""
+    val = validation_rows(parts)
     if len(val.images) == 0:
         raise DataError("the validation split is empty: nothing to evaluate")
-    predictions, fitted = variant_predictions(models, val.images, val.keypoints, p, tta_flip)
-    predictions[MEAN_SHAPE] = mean_shape_fn(train.keypoints)(val.images)
+    base = {name: out_of_fold_predictions(fns, parts, tta_flip) for name, fns in models.items()}
+    predictions, fitted = variant_predictions(base, val.keypoints, p, tta_flip)
+    predictions[MEAN_SHAPE] = np.concatenate([mean_shape_fn(train.keypoints)(part.images) for train, part in parts])
     results = {}
     for name, pred in predictions.items():
         pred = check_predictions(pred, len(val.images), f"model '{name}'")
         metrics = check_metrics(score(pred, val.keypoints), name)
         results[name] = VariantResult(metrics, per_keypoint(pred, val.keypoints), per_image_error(pred, val.keypoints), pred)
     return results, fitted
+
+
+def validation_rows(parts: list[tuple[Part, Part]]) -> Part:
+    """Every fold's validation part, concatenated in fold order (the rows :func:`evaluate_models` scores)."""
+    vals = [val for _, val in parts]
+    return Part(np.concatenate([v.images for v in vals]), np.concatenate([v.keypoints for v in vals]),
+                np.concatenate([v.rows for v in vals]))
 
 
 def pick_grid_faces(errors: np.ndarray, n_faces: int, n_worst: int) -> tuple[np.ndarray, np.ndarray]:

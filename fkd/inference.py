@@ -59,16 +59,17 @@ def ensemble_weights(p, models_dir: str | Path = "models") -> np.ndarray:
     return w / w.sum()
 
 
-def load_model_fn(kind: str, models_dir: str | Path = "models") -> ModelFn:
-    """The model function of model ``kind`` (a :data:`fkd.registry.MODELS` name) from its file in ``models_dir``.
+def load_model_fn(kind: str, models_dir: str | Path = "models", fold: int = 0) -> ModelFn:
+    """The model function of fold ``fold``'s model ``kind`` (a :data:`fkd.registry.MODELS` name) in ``models_dir``.
 
     Raises :class:`fkd.errors.ModelFileError` when the file is not there, or is there but cannot be loaded (the
     loader's exception chained).
     """
     check_model_names(kind, "model")
-    path = Path(models_dir) / MODELS[kind].file
+    path = Path(models_dir) / MODELS[kind].file(fold)
     if not path.exists():
-        raise ModelFileError(f"{path} not found: run `dvc repro` (or `dvc pull`) to get the trained {kind} model")
+        raise ModelFileError(f"{path} not found: run `dvc repro` (or `dvc pull`) to get the trained {kind} model "
+                             f"of fold {fold} (the folds are params split.folds)")
     try:
         return MODELS[kind].load(path)
     except Exception as exc:  # any loader, any format: truncated, damaged or not a model at all
@@ -77,14 +78,27 @@ def load_model_fn(kind: str, models_dir: str | Path = "models") -> ModelFn:
                              f"rebuild it with `dvc repro` (or fetch it with `dvc pull`)") from exc
 
 
-def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip: bool = True) -> ModelFn:
-    """Model function for one model or ``ensemble`` (members and weights from params ``ensemble``), with optional flip TTA."""
+def fold_average(fold_fns: list[ModelFn]) -> ModelFn:
+    """The mean prediction of the fold models (the one model itself when there is one fold)."""
+    if len(fold_fns) == 1:
+        return fold_fns[0]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.mean([np.asarray(fn(images), dtype=np.float64) for fn in fold_fns], axis=0)
+
+    return predict
+
+
+def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip: bool = True, folds=(0,)) -> ModelFn:
+    """Model function for one model or ``ensemble`` (members and weights from params ``ensemble``), each
+    model the average of its ``folds``' models, with optional flip TTA."""
     check_model_names(kind, "submit.model", extra=("ensemble",))
+
+    def averaged(k: str) -> ModelFn:
+        fn = fold_average([load_model_fn(k, models_dir, fold) for fold in folds])
+        return with_flip_tta(fn) if tta_flip else fn
+
     if kind == "ensemble":
         weights = ensemble_weights(ensemble_params, models_dir)
-        fns = [load_model_fn(k, models_dir) for k in ensemble_params.members]
-        if tta_flip:
-            fns = [with_flip_tta(f) for f in fns]
-        return ensemble(fns, weights)
-    fn = load_model_fn(kind, models_dir)
-    return with_flip_tta(fn) if tta_flip else fn
+        return ensemble([averaged(k) for k in ensemble_params.members], weights)
+    return averaged(kind)

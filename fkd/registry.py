@@ -1,5 +1,5 @@
-"""The trained models, registered once: each model's file under ``models/`` and the function that
-loads that file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
+"""The trained models, registered once: each model's folder under ``models/`` (one file per fold of
+``split.folds``) and the function that loads such a file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
 
 Adding a model: its folder ``fkd/models/<name>/`` (``params.py``, ``network.py`` with
 ``load_model_fn``, ``train.py``), one entry here, its section in :class:`fkd.config.Params` and
@@ -52,14 +52,19 @@ def _cnn(path: Path) -> ModelFn:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    file: str  # under models/
+    folder: str  # under models/: one file per fold, <fold><suffix>
+    suffix: str
     load: Callable[[Path], ModelFn]
+
+    def file(self, fold: int) -> str:
+        """Fold ``fold``'s model file, relative to the models folder."""
+        return f"{self.folder}/{fold}{self.suffix}"
 
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet": ModelSpec("resnet.pt", _resnet),
-    "heatmap": ModelSpec("heatmap.pt", _heatmap),
-    "cnn": ModelSpec("cnn_sgd.keras", _cnn),  # phase 2's model
+    "resnet": ModelSpec("resnet", ".pt", _resnet),
+    "heatmap": ModelSpec("heatmap", ".pt", _heatmap),
+    "cnn": ModelSpec("cnn_sgd", ".keras", _cnn),  # phase 2's models
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 #: The ensemble's weights, written by evaluate beside the models.

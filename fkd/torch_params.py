@@ -35,5 +35,6 @@ class TorchTrainParams:
     epochs: Positive
     patience: Positive  # epochs without improvement; 0 would stop after the first epoch
     normalize_targets: bool
-    bf16: bool  # bfloat16 autocast on CUDA
+    bf16: bool  # bfloat16 autocast + channels-last on CUDA
+    cpu_bf16: bool  # the same on CPUs with bf16 instructions (AVX512-BF16, AMX); fp32 on other CPUs
     augment: AugmentParams

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,26 @@ def pick_device(name: str, key: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamsError(f"params: '{key}' is cuda but no CUDA device is available (set it to auto or cpu)")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, from /proc/cpuinfo). PyTorch's own
+    check also says yes where oneDNN only emulates bf16 (any AVX-512 CPU), which is slower than fp32."""
+    try:
+        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
+    except OSError:  # not Linux: stay in fp32
+        return False
+
+
+def use_bf16(p: TorchTrainParams, device: torch.device) -> bool:
+    """Whether to train in bfloat16 autocast: ``bf16`` on CUDA, ``cpu_bf16`` on a CPU of :func:`cpu_has_native_bf16`."""
+    if device.type == "cuda":
+        return p.bf16
+    if device.type == "cpu" and p.cpu_bf16:
+        if cpu_has_native_bf16():
+            return True
+        log.info("cpu_bf16 is on, but this CPU has no bf16 instructions (AVX512-BF16, AMX): training in fp32")
+    return False
 
 
 def device_label(device: torch.device) -> str:
@@ -99,7 +120,8 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     cuda = device.type == "cuda"
     n_outputs = config["n_outputs"]
     model = build(config).to(device)
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    bf16 = use_bf16(p, device)
+    memory_format = torch.channels_last if cuda or bf16 else torch.contiguous_format  # channels-last: faster with bf16 on CPU
     model = model.to(memory_format=memory_format)
 
     # The whole data set is small (3k-7k faces): keep it on the device as uint8.
@@ -112,11 +134,11 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     opt = make_optimizer(model, p)
     sched = make_scheduler(opt, p, steps_per_epoch)
     gen = torch.Generator(device=device).manual_seed(p.seed)
-    best = TrainResult(float("inf"), 0, 0, 0.0, 0.0, device_label(device))
+    best = TrainResult(float("inf"), 0, 0, 0.0, 0.0, device_label(device), "bf16" if bf16 else "fp32")
     best_state = None
     seen, train_time = 0, 0.0
-    log.info("training %s on %s: %d train / %d val faces, %d outputs, %d epochs of %d steps",
-             config["arch"], best.device, len(x_train), len(x_val), n_outputs, p.epochs, steps_per_epoch)
+    log.info("training %s on %s (%s): %d train / %d val faces, %d outputs, %d epochs of %d steps", config["arch"], best.device,
+             best.precision, len(x_train), len(x_val), n_outputs, p.epochs, steps_per_epoch)
 
     for epoch in range(1, p.epochs + 1):
         model.train()
@@ -129,7 +151,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
             if p.normalize_targets:
                 targets = (targets - CENTRE) / CENTRE
             images = images.contiguous(memory_format=memory_format)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and p.bf16):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs = model(images)
             loss = masked_mse(outputs.float(), targets)
             opt.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     device: str
+    precision: str  # fp32, or bf16: bfloat16 autocast (see fkd.torch_train.use_bf16)
 
     def metrics(self) -> dict:
         """The reproducible figures (DVC metrics)."""
@@ -57,16 +58,16 @@ def record(live, result: TrainResult, metrics_dir: str | Path) -> None:
     path.write_text(json.dumps(result.speed(), indent=2) + "\n")
 
 
-def run_training(train_fn, split_dir: str | Path, metrics_dir: str | Path, *args) -> TrainResult:
-    """A training stage's body: ``train_fn(train, val, *args, live=...)`` on the split's two parts, with
+def run_training(train_fn, split_dir: str | Path, fold: int, metrics_dir: str | Path, *args) -> TrainResult:
+    """A training stage's body: ``train_fn(train, val, *args, live=...)`` on fold ``fold``'s two parts, with
     dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log."""
     from dvclive import Live
 
     from fkd.data import load_part
 
     with Live(str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = train_fn(load_part(split_dir, "train"), load_part(split_dir, "val"), *args, live=live)
+        result = train_fn(load_part(split_dir, "train", fold), load_part(split_dir, "val", fold), *args, live=live)
         record(live, result, metrics_dir)
-    log.info("best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", result.best_val_rmse, result.best_epoch,
-             result.epochs_run, result.train_seconds, result.images_per_second, result.device)
+    log.info("fold %d: best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", fold, result.best_val_rmse,
+             result.best_epoch, result.epochs_run, result.train_seconds, result.images_per_second, result.device)
     return result

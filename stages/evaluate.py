@@ -1,8 +1,9 @@
-"""evaluate: every model, the ensemble, flip TTA and a mean-shape baseline on the validation split.
+"""evaluate: every model, the ensemble, flip TTA and a mean-shape baseline, out of fold: each fold's
+validation rows scored by the models of that fold (with one fold, the hold-out).
 
 Usage: python -m stages.evaluate SPLIT_DIR MODELS_DIR METRICS_DIR PLOTS_DIR
 Writes METRICS_DIR/<variant>.json (DVC metrics), MODELS_DIR/ensemble.json (the ensemble's weights:
-fitted on the validation predictions, or the fixed ones of params) and
+fitted on the out-of-fold predictions, or the fixed ones of params) and
 PLOTS_DIR/{per_keypoint/*.csv, faces/*.png, error_histogram.png}.
 """
 from pathlib import Path
@@ -18,13 +19,14 @@ def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
     p = load_params()
     from fkd.ensemble import save_weights
-    from fkd.evaluate import evaluate_models, summary_table, write_outputs
+    from fkd.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
     from fkd.inference import ensemble_weights, load_model_fn
     from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
 
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
-    models = {kind: load_model_fn(kind, models_dir) for kind in MODEL_NAMES}
-    results, fitted = evaluate_models(models, train, val, p.ensemble, p.evaluate.tta_flip)
+    parts = [(load_part(split_dir, "train", k), load_part(split_dir, "val", k)) for k in p.split.folds]
+    models = {kind: [load_model_fn(kind, models_dir, k) for k in p.split.folds] for kind in MODEL_NAMES}
+    results, fitted = evaluate_models(models, parts, p.ensemble, p.evaluate.tta_flip)
+    val = validation_rows(parts)
     if fitted is None:
         fitted = {"members": list(p.ensemble.members), "weights": ensemble_weights(p.ensemble), "fitted_on": "params (fixed weights)"}
     members, weights = fitted.pop("members"), np.asarray(fitted.pop("weights"))
@@ -32,7 +34,8 @@ def main(argv: list[str]) -> None:
         fitted.update({f"weight_{m}": round(float(w), 6) for m, w in zip(members, weights)})
     write_outputs(results, val, p.evaluate, metrics_dir, plots_dir)
     save_weights(Path(models_dir) / ENSEMBLE_FILE, members, weights, **fitted)
-    log.info("validation split: %d faces\n%s", len(val.images), summary_table(results))
+    log.info("%s: %d faces\n%s", "validation split" if len(parts) == 1 else f"out of fold, {len(parts)} folds", len(val.images),
+             summary_table(results))
     log.info("ensemble weights (%s): %s", fitted["fitted_on"], (Path(models_dir) / ENSEMBLE_FILE).read_text().strip())
 
 

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")
     test_ids = np.load(Path(prepared_dir) / "test_ids.npy")
-    predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip)
+    predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip, p.split.folds)
     locations = predict_locations(lookup, test_images, test_ids, predict)
     write_submission(out_csv, lookup, locations)
     schemes = scheme_b_images(lookup)

@@ -1,6 +1,6 @@
-"""train_heatmap: data/split -> models/heatmap.pt + dvclive metrics (heatmap regression, soft-argmax).
+"""train_heatmap: data/split, fold K -> models/heatmap/K.pt + dvclive metrics (heatmap regression, soft-argmax).
 
-Usage: python -m stages.train_heatmap SPLIT_DIR MODEL_PATH METRICS_DIR
+Usage: python -m stages.train_heatmap SPLIT_DIR FOLD MODEL_PATH METRICS_DIR
 """
 from fkd.cli import run_stage
 from fkd.config import load_params
@@ -8,10 +8,10 @@ from fkd.train_result import run_training
 
 
 def main(argv: list[str]) -> None:
-    split_dir, model_path, metrics_dir = argv
+    split_dir, fold, model_path, metrics_dir = argv
     from fkd.models.heatmap.train import train
 
-    run_training(train, split_dir, metrics_dir, load_params().heatmap, model_path)
+    run_training(train, split_dir, int(fold), metrics_dir, load_params().heatmap, model_path)
 
 
 if __name__ == "__main__":

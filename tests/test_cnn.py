@@ -155,23 +155,23 @@ def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(s
 
 
 def test_both_phases_run_through_dvc_repro(project):
-    out = dvc("repro", "train_cnn_sgd", cwd=project)
+    out = dvc("repro", "train_cnn_sgd", cwd=project)  # the group: every fold's stage (one fold here)
     assert "epoch   1/1" in out.stdout + out.stderr
-    adam = json.loads((project / "metrics/train_cnn_adam/metrics.json").read_text())
-    sgd = json.loads((project / "metrics/train_cnn_sgd/metrics.json").read_text())
+    adam = json.loads((project / "metrics/train_cnn_adam/0/metrics.json").read_text())
+    sgd = json.loads((project / "metrics/train_cnn_sgd/0/metrics.json").read_text())
     for m in (adam, sgd):
         assert m["epochs_run"] == 1 and m["best_epoch"] == 1 and m["device"] == "cpu"
         assert 0 < m["best_val_rmse"] < 96 and "images_per_second" not in m and "train_seconds" not in m  # not reproducible
     for stage in ("train_cnn_adam", "train_cnn_sgd"):  # speed goes beside the metrics, untracked by git
-        speed = json.loads((project / f"metrics/{stage}/speed.json").read_text())
+        speed = json.loads((project / f"metrics/{stage}/0/speed.json").read_text())
         assert speed["images_per_second"] > 0 and speed["train_seconds"] > 0
-        assert run(["git", "check-ignore", "-q", f"metrics/{stage}/speed.json"], cwd=project, check=False).returncode == 0
+        assert run(["git", "check-ignore", "-q", f"metrics/{stage}/0/speed.json"], cwd=project, check=False).returncode == 0
     assert sgd["adam_val_rmse"] == pytest.approx(adam["best_val_rmse"], rel=1e-4)
     assert sgd["improved_on_adam"] == (sgd["best_val_rmse"] < sgd["adam_val_rmse"])
     for stage in ("train_cnn_adam", "train_cnn_sgd"):
         for name in ("train_loss", "val_loss", "val_rmse", "lr"):
-            rows = (project / f"metrics/{stage}/plots/metrics/{name}.tsv").read_text().splitlines()
+            rows = (project / f"metrics/{stage}/0/plots/metrics/{name}.tsv").read_text().splitlines()
             assert len(rows) == 2  # header + one epoch
-    pred = load_model_fn(project / "models/cnn_sgd.keras")(load_part(project / "data/split", "val").images)
+    pred = load_model_fn(project / "models/cnn_sgd/0.keras")(load_part(project / "data/split", "val").images)
     assert pred.shape[1] == 34 and np.isfinite(pred).all()
     assert "up to date" in dvc("status", "train_cnn_sgd", cwd=project).stdout

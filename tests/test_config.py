@@ -58,7 +58,7 @@ def test_scientific_notation_strings_are_numbers():
 
 def test_every_param_a_stage_reads_is_declared_in_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    declared = {name: set(map(str, s.get("params", []))) for name, s in stages.items()}
+    declared = {name: set(map(str, s.get("do", s).get("params", []))) for name, s in stages.items()}  # foreach: under do
     assert {"data", "synthetic"} <= declared["download"]
     assert "split" in declared["split"]
     assert "resnet" in declared["train_resnet"]

@@ -12,7 +12,7 @@ import yaml
 from fkd.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
 from fkd.data import Part, load_part
 from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, inter_ocular, mean_shape_fn, per_image_error,
-                          per_keypoint, pick_grid_faces, score, variant_predictions)
+                          model_predictions, per_keypoint, pick_grid_faces, score, variant_predictions)
 from fkd.inference import with_flip_tta
 from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
 from fkd.synthetic import MEAN_SHAPE
@@ -198,7 +198,7 @@ FITTED = EnsembleParams(members=("resnet", "cnn"), weights="fitted", per_keypoin
 def test_evaluate_models_scores_every_variant(split_dir):
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
     models = {"resnet": oracle_fn(val, 1.0, 0), "cnn": oracle_fn(val, 2.0, 1)}
-    results, fitted = evaluate_models(models, train, val, FIXED, tta_flip=True)
+    results, fitted = evaluate_models({k: [fn] for k, fn in models.items()}, [(train, val)], FIXED, tta_flip=True)
     assert fitted is None
     assert list(results) == ["resnet", "cnn", "resnet_tta", "cnn_tta", "ensemble", "ensemble_tta", "mean_shape"]
     for name, r in results.items():
@@ -211,7 +211,8 @@ def test_evaluate_models_scores_every_variant(split_dir):
                                (results["resnet"].predictions + results["cnn"].predictions) / 2)
     mean = mean_shape_fn(train.keypoints)(val.images[:1])[0]
     np.testing.assert_allclose(results["mean_shape"].predictions[3], mean, rtol=1e-6)
-    only, _ = variant_predictions({"resnet": models["resnet"]}, val.images, val.keypoints, FIXED, tta_flip=False)
+    only, _ = variant_predictions({"resnet": model_predictions(models["resnet"], val.images, False)}, val.keypoints, FIXED,
+                                  tta_flip=False)
     assert list(only) == ["resnet"]
 
 
@@ -220,8 +221,8 @@ def test_fitted_ensemble_is_scored_cross_fitted(split_dir):
     from fkd.ensemble import combine, cross_fitted, fit_weights
 
     train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
-    models = {"resnet": oracle_fn(val, 1.0, 0), "cnn": oracle_fn(val, 3.0, 1)}
-    results, fitted = evaluate_models(models, train, val, FITTED, tta_flip=False)
+    models = {"resnet": [oracle_fn(val, 1.0, 0)], "cnn": [oracle_fn(val, 3.0, 1)]}
+    results, fitted = evaluate_models(models, [(train, val)], FITTED, tta_flip=False)
     members = [results["resnet"].predictions, results["cnn"].predictions]
     weights = fit_weights(members, to_extended(val.keypoints))
     np.testing.assert_allclose(fitted["weights"], weights)
@@ -244,20 +245,20 @@ def tiny_params_file(dest: Path, overrides: dict | None = None) -> Path:
 
 
 def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Path:
-    """models/resnet.pt and heatmap.pt (one tiny epoch each) and, with ``cnn``, an untrained tiny models/cnn_sgd.keras."""
+    """Fold 0's models/resnet/0.pt and heatmap/0.pt (one tiny epoch each) and, with ``cnn``, an untrained tiny
+    models/cnn_sgd/0.keras."""
     from fkd.models.heatmap.train import train as train_heatmap
     from fkd.models.resnet.train import train as train_resnet
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
     p = parse_params(raw)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p.resnet, models_dir / "resnet.pt")
-    train_heatmap(load_part(split_dir, "train"), load_part(split_dir, "val"), p.heatmap, models_dir / "heatmap.pt")
+    train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p.resnet, models_dir / "resnet/0.pt")
+    train_heatmap(load_part(split_dir, "train"), load_part(split_dir, "val"), p.heatmap, models_dir / "heatmap/0.pt")
     if cnn:
         from fkd.models.cnn.network import build_model, n_outputs, save_model
 
-        save_model(build_model(p.cnn, n_outputs(p.cnn.scheme_heads)), models_dir / "cnn_sgd.keras")
+        save_model(build_model(p.cnn, n_outputs(p.cnn.scheme_heads)), models_dir / "cnn_sgd/0.keras")
     return models_dir
 
 
@@ -301,9 +302,8 @@ def test_stage_without_tta_and_missing_model(split_dir, tiny_models, tmp_path, m
     main([str(split_dir), str(tiny_models), "metrics/evaluate", "plots"])
     assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "heatmap", "mean_shape", "resnet"]
     only_resnet = tmp_path / "only_resnet"
-    only_resnet.mkdir()
-    shutil.copy(tiny_models / "resnet.pt", only_resnet)
-    shutil.copy(tiny_models / "heatmap.pt", only_resnet)
-    with pytest.raises(ModelFileError, match=r"only_resnet/cnn_sgd.keras not found: run `dvc repro`"):
+    shutil.copytree(tiny_models / "resnet", only_resnet / "resnet")
+    shutil.copytree(tiny_models / "heatmap", only_resnet / "heatmap")
+    with pytest.raises(ModelFileError, match=r"only_resnet/cnn_sgd/0.keras not found: run `dvc repro`"):
         main([str(split_dir), str(only_resnet), "metrics/evaluate", "plots"])
     assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "heatmap", "mean_shape", "resnet"]

@@ -19,13 +19,13 @@ from tests.test_download import _zip_bytes, kaggle_layout
 pytestmark = pytest.mark.slow
 
 DOWNSTREAM = {"evaluate", "submit"}
-TRAINERS = {"train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd"}
+TRAINERS = {"train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: <group>@0
 ALL_STAGES = {"download", "parse", "split"} | TRAINERS | DOWNSTREAM
 #: The experiments run once per module: name -> (the -S setting, the stages it must run and no others).
 SINGLE_PARAM_EXPERIMENTS = {
-    "resnet-lr": ("resnet.lr=0.002", {"train_resnet"} | DOWNSTREAM),
-    "heatmap-lr": ("heatmap.lr=0.002", {"train_heatmap"} | DOWNSTREAM),
-    "sgd-lr": ("cnn.sgd.lr=0.002", {"train_cnn_sgd"} | DOWNSTREAM),
+    "resnet-lr": ("resnet.lr=0.002", {"train_resnet@0"} | DOWNSTREAM),
+    "heatmap-lr": ("heatmap.lr=0.002", {"train_heatmap@0"} | DOWNSTREAM),
+    "sgd-lr": ("cnn.sgd.lr=0.002", {"train_cnn_sgd@0"} | DOWNSTREAM),
     "split-seed": ("split.seed=7", {"split"} | TRAINERS | DOWNSTREAM),
 }
 SWEEP_LRS = (0.001, 0.004)  # neither is the baseline's resnet.lr, so both must train
@@ -104,7 +104,7 @@ def test_queued_sweep_runs_each_value_and_only_the_resnet_side(sweep, baseline):
     for name in sweep.values():
         assert re.search(rf"{re.escape(name)}\s.*Success", status), status
         log = dvc_log("queue", "logs", name, cwd=baseline)
-        assert stages_run(log) == {"train_resnet"} | DOWNSTREAM, log
+        assert stages_run(log) == {"train_resnet@0"} | DOWNSTREAM, log
 
 
 def test_params_and_metrics_diff_between_two_experiments(sweep, baseline):
@@ -113,9 +113,9 @@ def test_params_and_metrics_diff_between_two_experiments(sweep, baseline):
     assert params == {"params.yaml": {"resnet.lr": {"old": SWEEP_LRS[0], "new": SWEEP_LRS[1], "diff": pytest.approx(0.003)}}}
     metrics = json.loads(dvc_log("metrics", "diff", a, b, "--json", cwd=baseline))
     assert "rmse" in metrics["metrics/evaluate/resnet.json"]
-    assert "best_val_rmse" in metrics["metrics/train_resnet/metrics.json"]
+    assert "best_val_rmse" in metrics["metrics/train_resnet/0/metrics.json"]
     # The CNN did not re-run: its training metrics are the same files in both experiments.
-    assert not {"metrics/train_cnn_adam/metrics.json", "metrics/train_cnn_sgd/metrics.json"} & set(metrics)
+    assert not {"metrics/train_cnn_adam/0/metrics.json", "metrics/train_cnn_sgd/0/metrics.json"} & set(metrics)
     header = dvc_log("metrics", "diff", a, b, "--md", cwd=baseline).splitlines()[0]
     assert a in header and b in header
 

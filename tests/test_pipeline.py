@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import dvc, run, project_env
 
-STAGES = ["download", "parse", "split", "train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd", "evaluate", "submit"]
+#: With the default single fold, each training stage is the one stage its foreach makes: <name>@0.
+STAGES = ["download", "parse", "split", "train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0", "evaluate", "submit"]
 
 
 @pytest.mark.slow
@@ -23,7 +24,7 @@ def test_dvc_repro_runs_every_stage_and_leaves_a_clean_state(project):
 
     metrics = json.loads(dvc("metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(metrics.values()))["data"]
-    assert {"metrics/train_resnet/metrics.json", "metrics/train_cnn_sgd/metrics.json"} <= set(files)
+    assert {"metrics/train_resnet/0/metrics.json", "metrics/train_cnn_sgd/0/metrics.json"} <= set(files)
     assert (project / "metrics/evaluate/ensemble.json").exists()
     assert any((project / "plots/faces").glob("*.png"))
 

@@ -213,7 +213,7 @@ def test_detected_duplicates_converge_to_one_face():
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> Path:
-    """An untrained, tiny resnet.pt: real loading and prediction, arbitrary keypoints."""
+    """An untrained, tiny resnet/0.pt: real loading and prediction, arbitrary keypoints."""
     import torch
 
     from fkd.models.resnet.network import build as build_model
@@ -221,7 +221,8 @@ def tiny_models(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = {"n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}
     out = tmp_path_factory.mktemp("models")
-    torch.save({"state_dict": build_model(config).state_dict(), "config": config}, out / "resnet.pt")
+    (out / "resnet").mkdir()
+    torch.save({"state_dict": build_model(config).state_dict(), "config": config}, out / "resnet/0.pt")
     return out
 
 
@@ -303,7 +304,7 @@ def test_command_with_boxes_and_without_detection(tmp_path, tiny_models, capsys,
 
 def test_command_reports_missing_models(tmp_path):
     proc = predict_cli(tmp_path, "--box", "0,0,10,10", "--out", tmp_path / "o", models=tmp_path / "empty")
-    assert proc.returncode == 2 and "resnet.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "resnet/0.pt" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def declared_size_png(path: Path, width: int, height: int) -> Path:
@@ -359,14 +360,15 @@ def test_out_naming_a_file_is_one_line_and_writes_nothing(tmp_path, tiny_models,
 def test_truncated_model_file_is_one_line_naming_it(tmp_path, tiny_models, capsys, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
-    whole = (tiny_models / "resnet.pt").read_bytes()
-    (models / "resnet.pt").write_bytes(whole[: len(whole) // 2])
+    whole = (tiny_models / "resnet/0.pt").read_bytes()
+    (models / "resnet").mkdir()
+    (models / "resnet/0.pt").write_bytes(whole[: len(whole) // 2])
     Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
     proc = predict_here(capsys, monkeypatch, tmp_path / "astronaut.png", "--box", "170,60,100,100", "--out", tmp_path / "out",
                         models=models)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: {models / 'resnet.pt'}: cannot load the resnet model (")
+    assert line.startswith(f"error: {models / 'resnet/0.pt'}: cannot load the resnet model (")
     assert "dvc repro" in line
     assert not (tmp_path / "out").exists()
 
@@ -376,10 +378,11 @@ def test_junk_keras_file_is_a_model_file_error(tmp_path):
     from fkd.errors import ModelFileError
     from fkd.inference import load_model_fn
 
-    (tmp_path / "cnn_sgd.keras").write_bytes(b"not a keras model, just junk\n" * 10)
-    with pytest.raises(ModelFileError, match=r"cnn_sgd\.keras: cannot load the cnn model \(") as err:
+    (tmp_path / "cnn_sgd").mkdir()
+    (tmp_path / "cnn_sgd/0.keras").write_bytes(b"not a keras model, just junk\n" * 10)
+    with pytest.raises(ModelFileError, match=r"cnn_sgd/0\.keras: cannot load the cnn model \(") as err:
         load_model_fn("cnn", tmp_path)
-    assert "\n" not in str(err.value) and str(tmp_path / "cnn_sgd.keras") in str(err.value)
+    assert "\n" not in str(err.value) and str(tmp_path / "cnn_sgd/0.keras") in str(err.value)
     assert err.value.__cause__ is not None  # the loader's own exception, for debugging
 
 

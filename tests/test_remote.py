@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 BUCKET = "fkd-dvc-cache"
 #: Dummy credentials for the loopback S3 server; kept in .dvc/config.local, as a user keeps real ones.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
-TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")
-MODELS = ("models/resnet.pt", "models/heatmap.pt", "models/cnn_adam.keras", "models/cnn_sgd.keras", "models/ensemble.json")
+TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")  # one fold: <stage>@0, metrics/<stage>/0/
+MODELS = ("models/resnet/0.pt", "models/heatmap/0.pt", "models/cnn_adam/0.keras", "models/cnn_sgd/0.keras", "models/ensemble.json")
 
 
 def sha256(path: Path) -> str:
@@ -103,22 +103,22 @@ def test_s3_pull_in_a_fresh_clone_restores_models_byte_identical(trained, tmp_pa
     assert stages_run(dvc_log("repro", cwd=repo)) == set()
 
 
-def test_repro_pull_allow_missing_trains_nothing(trained, tmp_path):
+def test_repro_pull_trains_nothing(trained, tmp_path):
     repo = clone(trained, tmp_path / "c")
     add_s3_credentials(repo)
     dvc_log("remote", "default", "--local", "s3", cwd=repo)  # how a user picks another remote for themselves
-    output = dvc_log("repro", "--pull", "--allow-missing", cwd=repo)
+    output = dvc_log("repro", "--pull", cwd=repo)
     assert stages_run(output) == set(), output
     for stage in TRAINING_STAGES:
-        assert (repo / f"metrics/{stage}/metrics.json").read_bytes() == (trained / f"metrics/{stage}/metrics.json").read_bytes()
+        assert (repo / f"metrics/{stage}/0/metrics.json").read_bytes() == (trained / f"metrics/{stage}/0/metrics.json").read_bytes()
 
     # A change downstream of training: evaluate and submit run on pulled models, nothing retrains.
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["ensemble"]["weights"] = [0.5, 0.3, 0.2]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = dvc_log("repro", "--pull", "--allow-missing", cwd=repo)
+    output = dvc_log("repro", "--pull", cwd=repo)
     assert stages_run(output) == {"evaluate", "submit"}, output
-    for path in ("models/resnet.pt", "models/heatmap.pt", "models/cnn_sgd.keras"):
+    for path in ("models/resnet/0.pt", "models/heatmap/0.pt", "models/cnn_sgd/0.keras"):
         assert sha256(repo / path) == sha256(trained / path), path
 
 
@@ -126,7 +126,7 @@ def test_training_metrics_record_the_device(trained):
     import torch
 
     for stage in TRAINING_STAGES:
-        device = json.loads((trained / f"metrics/{stage}/metrics.json").read_text()).get("device")
+        device = json.loads((trained / f"metrics/{stage}/0/metrics.json").read_text()).get("device")
         assert isinstance(device, str) and device, f"{stage}: no device in its metrics"
         if stage in ("train_resnet", "train_heatmap") and not torch.cuda.is_available():
             assert device == "cpu"

@@ -205,12 +205,12 @@ def test_repro_is_byte_for_byte_reproducible(tmp_path):
     # committed metrics: no timings (they live in the untracked speed.json beside them)
     committed = git("ls-files", cwd=project).split()
     metric_files = [f for f in committed if f.startswith("metrics/") and f.endswith(".json")]
-    assert {"metrics/train_resnet/metrics.json", "metrics/train_cnn_adam/metrics.json",
-            "metrics/train_cnn_sgd/metrics.json"} <= set(metric_files), committed
+    assert {"metrics/train_resnet/0/metrics.json", "metrics/train_cnn_adam/0/metrics.json",
+            "metrics/train_cnn_sgd/0/metrics.json"} <= set(metric_files), committed
     timings = {f: keys for f in metric_files if (keys := find_keys(json.loads((project / f).read_text()), TIMING_KEYS))}
     assert not timings, f"committed metrics carry run timings (they differ every run): {timings}"
     for stage in ("train_resnet", "train_cnn_adam", "train_cnn_sgd"):
-        speed = f"metrics/{stage}/speed.json"
+        speed = f"metrics/{stage}/0/speed.json"
         assert (project / speed).exists() and speed not in committed, f"{speed} should exist and stay out of git"
         assert set(json.loads((project / speed).read_text())) == TIMING_KEYS
 

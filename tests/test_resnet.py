@@ -101,11 +101,28 @@ def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
 
 def test_stage_runs_through_dvc_repro(project):
     dvc("repro", "train_resnet", cwd=project)
-    metrics = json.loads((project / "metrics/train_resnet/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/train_resnet/0/metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["device"] == "cpu" and metrics["best_val_rmse"] > 0
-    assert (project / "metrics/train_resnet/plots/metrics/val_rmse.tsv").exists()
-    assert (project / "models/resnet.pt").exists()
+    assert (project / "metrics/train_resnet/0/plots/metrics/val_rmse.tsv").exists()
+    assert (project / "models/resnet/0.pt").exists()
     assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=project).stdout
+
+
+def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(split_dir, tmp_path):
+    from fkd.torch_train import cpu_has_native_bf16
+
+    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")
+    first = train_resnet(train, val, p, tmp_path / "a.pt")
+    second = train_resnet(train, val, p, tmp_path / "b.pt")
+    assert first.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # emulated bf16 is slower: fp32 there
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    fp32 = train_resnet(train, val, tiny_resnet_params(epochs=2, device="cpu"), tmp_path / "fp32.pt")
+    assert fp32.precision == "fp32" and "precision" in fp32.metrics()
+    if cpu_has_native_bf16():
+        assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "fp32.pt").read_bytes()
+    pred = load_model_fn(tmp_path / "a.pt")(val.images[:3])  # a bf16-trained model predicts in fp32 like any other
+    assert pred.shape == (3, 34) and np.isfinite(pred).all()
 
 
 def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):

@@ -174,7 +174,7 @@ def test_stage_does_not_upload_by_default_and_names_a_missing_model(synthetic_ra
     monkeypatch.chdir(tmp_path)
     args = [str(synthetic_raw / "IdLookupTable.csv"), str(prepared), str(resnet_only), "submission.csv"]
     tiny_params_file(tmp_path, {"submit": {"model": "ensemble"}, "ensemble": {"weights": [1, 1, 1]}})  # needs the CNN too
-    with pytest.raises(ModelFileError, match="cnn_sgd.keras not found"):
+    with pytest.raises(ModelFileError, match="cnn_sgd/0.keras not found"):
         main(args)
     assert not (tmp_path / "submission.csv").exists()
     tiny_params_file(tmp_path, {"submit": {"model": "resnet", "tta_flip": False}})  # upload stays off (the default)

@@ -156,6 +156,7 @@ class EpochLog(keras.callbacks.Callback):
             train_seconds=self.train_seconds,
             images_per_second=self.epochs_run * self.images_per_epoch / self.train_seconds if self.train_seconds else 0.0,
             device=device,
+            precision="fp32",  # Keras mixed precision is not used
         )
 
 

@@ -1,0 +1,45 @@
+"""One set of defaults: the quick start and the real-data run use the same recipe, and only the data
+differs. params.yaml is the real-data recipe; the drawn-faces set is chosen by ``data.source`` and
+sized by ``synthetic.*``, which only the download stage reads."""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from fkd.config import load_params
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _section(title: str) -> str:
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _settings(command: str) -> list[str]:
+    """The keys a ``dvc exp run`` command sets with ``-S``."""
+    return re.findall(r"-S\s+'?\+?([A-Za-z_][\w.]*)=", command)
+
+
+def test_quick_start_is_plain_dvc_repro_on_the_shipped_params():
+    block = _section("Quick start").split("```bash\n", 1)[1].split("```", 1)[0]
+    assert block.strip().endswith("&& dvc repro"), block
+    assert "-S" not in block and "params" not in block
+
+
+def test_real_data_run_changes_only_where_the_data_comes_from():
+    commands = [line for line in _section("Real data").splitlines() if line.lstrip().startswith("dvc exp run")]
+    assert commands
+    for command in commands:
+        keys = _settings(command)
+        assert keys and all(k.startswith("data.") for k in keys), command
+
+
+def test_the_drawn_faces_set_is_only_a_data_source():
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.source == "synthetic"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    readers = {name for name, s in stages.items() for key in s.get("do", s).get("params", [])
+               if str(key).split(".")[0] in ("synthetic", "data") and str(key) != "data.competition"}
+    assert readers == {"download"}, readers  # nothing downstream sees which data it is
