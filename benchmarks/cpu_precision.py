@@ -64,13 +64,13 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
     import tempfile
     from pathlib import Path
 
-    from fkd.data import load_part
+    from fkd.data import load_fold
     from fkd.models.heatmap.train import train as train_heatmap
     from fkd.models.resnet.train import train as train_resnet
     from fkd.torch_train import cpu_has_native_bf16
 
     trainers = {"resnet": train_resnet, "heatmap": train_heatmap}
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     params = load_params()
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
     for name in names:

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fkd import faces  # noqa: E402
-from fkd.data import load_part  # noqa: E402
+from fkd.data import load_fold  # noqa: E402
 from fkd.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
 
 LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibrate", action="store_true", help="print where the eyes sit in the detector's boxes")
     args = ap.parse_args(argv)
 
-    part = load_part(args.split_dir, args.part)
+    train, val = load_fold(args.split_dir)
+    part = val if args.part == "val" else train
     rng = np.random.default_rng(args.seed)
     jitter_rng = np.random.default_rng(args.seed + 1)  # its own stream: the canvases stay those of a run without jitter
     order = rng.permutation(len(part.images))[: args.n]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from fkd.config import load_params, parse_params, to_dict
-from fkd.data import load_part
+from fkd.data import load_fold
 from fkd.evaluate import score
 from fkd.inference import with_flip_tta
 from fkd.keypoints import N_EXTENDED
@@ -88,7 +88,7 @@ def main() -> None:
             config = config or resnet.architecture(params_with(overrides))
             print(f"{name:24s} {speed(config, args.threads):7.1f} img/s (CPU, {args.threads} threads)", flush=True)
         return
-    train, val = load_part(args.split_dir, "train"), load_part(args.split_dir, "val")
+    train, val = load_fold(args.split_dir)
     for name in names:
         overrides, config = VARIANTS[name]
         overrides = {**overrides, "epochs": max(1, round(overrides["epochs"] * args.epochs_scale)), "threads": args.threads}

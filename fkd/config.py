@@ -23,6 +23,8 @@ class DataParams:
     source: Literal["kaggle", "local", "synthetic"]
     path: str  # local source: the competition zip, or a folder with the unpacked files
     competition: str
+    # How far right (px) of the features they mark the labels sit: auto (estimated by the split stage) or a number.
+    label_offset_x: Literal["auto"] | Annotated[float, Range(ge=-4, le=4)]  # fkd/label_offset.py says why
 
 
 @dataclass(frozen=True)

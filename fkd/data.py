@@ -18,7 +18,7 @@ import pandas as pd
 
 from fkd.config import ParamsError
 from fkd.io import save_npy
-from fkd.keypoints import COLUMNS, complete_mask
+from fkd.keypoints import COLUMNS, complete_mask, shift_x
 
 IMAGE_SIZE = 96
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -291,9 +291,11 @@ def fold_assignment(keypoints: np.ndarray, folds: int, val_fraction: float, seed
     return fold
 
 
-def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int, folds: int = 1) -> dict:
-    """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows) and
-    ``val_fold.npy`` (:func:`fold_assignment`); :func:`load_part` reads a fold's two parts from them.
+def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int, folds: int = 1,
+                label_offset_x: float = 0.0) -> dict:
+    """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows, x moved
+    by ``-label_offset_x`` onto the image features, see :mod:`fkd.label_offset`) and ``val_fold.npy``
+    (:func:`fold_assignment`); :func:`load_fold` reads a fold's two parts from them.
     Returns the training and validation row counts of each fold."""
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     images = np.load(prepared_dir / "train_images.npy")
@@ -312,20 +314,28 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
                                 "change split.val_fraction or use more training rows")
         counts.append({"train": len(fold) - n_val, "val": n_val})
     save_npy(out_dir / "images.npy", images)
-    save_npy(out_dir / "keypoints.npy", keypoints)
+    save_npy(out_dir / "keypoints.npy", shift_x(keypoints, -label_offset_x))
     save_npy(out_dir / "val_fold.npy", fold)
     return {"folds": counts}
 
 
-def load_part(split_dir: str | Path, name: str, fold: int = 0) -> Part:
-    """Load fold ``fold``'s ``train`` or ``val`` part from the split stage's output folder."""
-    split_dir = Path(split_dir)
-    if name not in ("train", "val"):
-        raise ValueError(f"part must be 'train' or 'val', got {name!r}")
+def _fold_rows(split_dir: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``fold``'s (train_rows, val_rows) from ``val_fold.npy``, or :class:`DataError` if the split has no such fold."""
     val_fold = np.load(split_dir / "val_fold.npy")
     if not 0 <= fold <= val_fold.max(initial=0):
         raise DataError(f"{split_dir / 'val_fold.npy'}: has no fold {fold} (folds 0..{int(val_fold.max(initial=0))}): "
                         "re-run the split stage after changing split.folds")
-    rows = np.flatnonzero(val_fold == fold) if name == "val" else np.flatnonzero(val_fold != fold)
-    return Part(images=np.load(split_dir / "images.npy", mmap_mode="r")[rows], keypoints=np.load(split_dir / "keypoints.npy")[rows],
-                rows=rows.astype(np.int64))
+    return np.flatnonzero(val_fold != fold).astype(np.int64), np.flatnonzero(val_fold == fold).astype(np.int64)
+
+
+def load_fold(split_dir: str | Path, fold: int = 0, train_images: bool = True) -> tuple[Part, Part]:
+    """Fold ``fold``'s (train, val) parts from the split stage's output folder, each file read once.
+    With ``train_images=False`` the training part's images are an empty (0, 96, 96) array, for callers
+    that need only its labels (the mean-shape baseline), so its images are never read."""
+    split_dir = Path(split_dir)
+    train_rows, val_rows = _fold_rows(split_dir, fold)
+    keypoints = np.load(split_dir / "keypoints.npy")
+    pixels = np.load(split_dir / "images.npy", mmap_mode="r")
+    no_images = np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    train = Part(pixels[train_rows] if train_images else no_images, keypoints[train_rows], train_rows)
+    return train, Part(pixels[val_rows], keypoints[val_rows], val_rows)

@@ -85,6 +85,13 @@ def flip_coords(coords: np.ndarray, width: float = 96.0, names: tuple[str, ...] 
     return out.reshape(coords.shape)
 
 
+def shift_x(coords: np.ndarray, dx: float) -> np.ndarray:
+    """A copy of keypoints (..., 2K) with every x moved by ``dx`` pixels (missing ones stay NaN)."""
+    out = np.array(coords, copy=True)
+    out[..., 0::2] += dx
+    return out
+
+
 def complete_mask(keypoints: np.ndarray) -> np.ndarray:
     """Rows (N,) that carry all 30 coordinates (scheme A); the rest are partial (scheme B)."""
     return np.isfinite(keypoints).all(axis=1)

@@ -113,9 +113,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _convert(value, arg, key)
             except ParamsError as exc:
-                errors.append((typing.get_origin(arg) is Literal, exc))
-        # a list given where a name or a list is allowed: the list's own error says more than "not a name"
-        shaped = [exc for is_literal, exc in errors if not is_literal and isinstance(value, (list, tuple))]
+                errors.append((_same_kind(value, arg), exc))
+        # a list (or number) given where a name or a list (or number) is allowed: its own error says more than "not a name"
+        shaped = [exc for same_kind, exc in errors if same_kind]
         if shaped:
             raise shaped[0]
         choices = " or ".join(_describe(arg) for arg in typing.get_args(tp))
@@ -147,12 +147,23 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported type {tp} for {key}")  # a bug in the schema, not in params
 
 
+def _same_kind(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is a list for a list type or a number for a number type (not a literal's alternative)."""
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) is tuple:
+        return isinstance(value, (list, tuple))
+    return tp in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
-    return "a list" if typing.get_origin(tp) is tuple else getattr(tp, "__name__", str(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def build(cls: type, raw: dict, prefix: str = "") -> Any:

@@ -22,7 +22,7 @@ from fkd.inference import ModelFn
 from fkd.errors import PredictionError
 from fkd.registry import check_predictions
 from fkd.io import atomic_path
-from fkd.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended
+from fkd.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended, shift_x
 
 log = logging.getLogger("fkd.submit")
 
@@ -41,8 +41,10 @@ def scheme_b_images(lookup: Lookup) -> dict[int, bool]:
     return out
 
 
-def predict_locations(lookup: Lookup, test_images: np.ndarray, test_ids: np.ndarray, predict: ModelFn) -> np.ndarray:
-    """Location (M,) for every lookup row: the model's keypoint in the image's scheme, clipped to [0, 96]."""
+def predict_locations(lookup: Lookup, test_images: np.ndarray, test_ids: np.ndarray, predict: ModelFn,
+                      label_offset_x: float = 0.0) -> np.ndarray:
+    """Location (M,) for every lookup row: the model's keypoint in the image's scheme, its x moved by
+    ``label_offset_x`` back into the labels' frame (:mod:`fkd.label_offset`), clipped to [0, 96]."""
     position = {int(image_id): i for i, image_id in enumerate(np.asarray(test_ids).tolist())}
     unknown = [i for i, image_id in enumerate(lookup.image_ids.tolist()) if image_id not in position]
     if unknown:
@@ -53,7 +55,7 @@ def predict_locations(lookup: Lookup, test_images: np.ndarray, test_ids: np.ndar
     asked = np.array(sorted(schemes, key=position.get))  # images the lookup asks for, in test order
     # only the values the lookup asks for must be finite (checked below, naming the row)
     pred = check_predictions(predict(test_images[[position[i] for i in asked.tolist()]]), len(asked), "the model", finite=False)
-    coords = from_extended(pred, np.array([schemes[i] for i in asked.tolist()]))
+    coords = from_extended(shift_x(pred, label_offset_x), np.array([schemes[i] for i in asked.tolist()]))
     row_of = {image_id: k for k, image_id in enumerate(asked.tolist())}
     values = coords[[row_of[i] for i in lookup.image_ids.tolist()], lookup.features]
     bad = np.flatnonzero(~np.isfinite(values))

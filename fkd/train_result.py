@@ -63,10 +63,10 @@ def run_training(train_fn, split_dir: str | Path, fold: int, metrics_dir: str | 
     dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log."""
     from dvclive import Live
 
-    from fkd.data import load_part
+    from fkd.data import load_fold
 
     with Live(str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = train_fn(load_part(split_dir, "train", fold), load_part(split_dir, "val", fold), *args, live=live)
+        result = train_fn(*load_fold(split_dir, fold), *args, live=live)
         record(live, result, metrics_dir)
     log.info("fold %d: best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", fold, result.best_val_rmse,
              result.best_epoch, result.epochs_run, result.train_seconds, result.images_per_second, result.device)

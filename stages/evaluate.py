@@ -12,7 +12,7 @@ import numpy as np
 
 from fkd.cli import log, run_stage
 from fkd.config import load_params
-from fkd.data import load_part
+from fkd.data import load_fold
 
 
 def main(argv: list[str]) -> None:
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
     from fkd.inference import ensemble_weights, load_model_fn
     from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
 
-    parts = [(load_part(split_dir, "train", k), load_part(split_dir, "val", k)) for k in p.split.folds]
+    parts = [load_fold(split_dir, k, train_images=False) for k in p.split.folds]  # training labels only: the mean shape
     models = {kind: [load_model_fn(kind, models_dir, k) for k in p.split.folds] for kind in MODEL_NAMES}
     results, fitted = evaluate_models(models, parts, p.ensemble, p.evaluate.tta_flip)
     val = validation_rows(parts)

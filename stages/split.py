@@ -1,16 +1,24 @@
-"""split: data/prepared -> data/split/{images,keypoints,val_fold}.npy (each row's validation fold).
+"""split: data/prepared -> data/split/{images,keypoints,val_fold}.npy (each row's validation fold; the labels
+moved onto the image features by data.label_offset_x, see fkd/label_offset.py) + METRICS_JSON (the offset used).
 
-Usage: python -m stages.split PREPARED_DIR OUT_DIR
+Usage: python -m stages.split PREPARED_DIR OUT_DIR METRICS_JSON
 """
 from fkd.cli import log, run_stage
 from fkd.config import load_params
 from fkd.data import write_split
+from fkd.io import save_json
+from fkd.label_offset import resolve_offset
 
 
 def main(argv: list[str]) -> None:
-    prepared_dir, out_dir = argv
-    p = load_params().split
-    counts = write_split(prepared_dir, out_dir, p.val_fraction, p.seed, folds=len(p.folds))
+    prepared_dir, out_dir, metrics_json = argv
+    params = load_params()
+    p = params.split
+    offset, faces = resolve_offset(params.data.label_offset_x, prepared_dir)
+    counts = write_split(prepared_dir, out_dir, p.val_fraction, p.seed, folds=len(p.folds), label_offset_x=offset)
+    save_json(metrics_json, {"label_offset_x": offset, "label_offset_faces": faces})
+    log.info("split: the labels sit %+.2f px in x from the image features (%s); moved onto them", offset,
+             f"estimated from the eye centres of {faces} faces" if faces else "data.label_offset_x")
     for k, fold in enumerate(counts["folds"]):
         log.info("split: fold %d of %d: %d train, %d validation rows", k, len(p.folds), fold["train"], fold["val"])
 

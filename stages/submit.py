@@ -1,6 +1,7 @@
-"""submit: the Kaggle submission CSV from the test images (params submit, ensemble, data.competition).
+"""submit: the Kaggle submission CSV from the test images (params submit, ensemble, data.competition; the
+predictions moved back into the labels' frame by the label offset the split stage used, see fkd/label_offset.py).
 
-Usage: python -m stages.submit LOOKUP_CSV PREPARED_DIR MODELS_DIR SUBMISSION_CSV
+Usage: python -m stages.submit LOOKUP_CSV PREPARED_DIR MODELS_DIR SPLIT_METRICS SUBMISSION_CSV
 With ``submit.upload: true`` the file is then sent to Kaggle with the official client.
 """
 from pathlib import Path
@@ -12,22 +13,24 @@ from fkd.config import load_params
 
 
 def main(argv: list[str]) -> None:
-    lookup_csv, prepared_dir, models_dir, out_csv = argv
+    lookup_csv, prepared_dir, models_dir, split_metrics, out_csv = argv
     p = load_params()
     from fkd.inference import load_predictor
     from fkd.data import read_lookup
+    from fkd.label_offset import read_offset
     from fkd.submit import experiment_message, predict_locations, scheme_b_images, write_submission
 
+    label_offset_x = read_offset(split_metrics)
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")
     test_ids = np.load(Path(prepared_dir) / "test_ids.npy")
     predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip, p.split.folds)
-    locations = predict_locations(lookup, test_images, test_ids, predict)
+    locations = predict_locations(lookup, test_images, test_ids, predict, label_offset_x)
     write_submission(out_csv, lookup, locations)
     schemes = scheme_b_images(lookup)
-    log.info("wrote %s: %d rows for %d test images (%d in scheme B, 8 features; %d in scheme A), model %s%s",
-             out_csv, len(lookup), len(schemes), sum(schemes.values()), len(schemes) - sum(schemes.values()),
-             p.submit.model, " + flip TTA" if p.submit.tta_flip else "")
+    log.info("wrote %s: %d rows for %d test images (%d in scheme B, 8 features; %d in scheme A), model %s%s, "
+             "label offset %+.2f px", out_csv, len(lookup), len(schemes), sum(schemes.values()),
+             len(schemes) - sum(schemes.values()), p.submit.model, " + flip TTA" if p.submit.tta_flip else "", label_offset_x)
     if p.submit.upload:
         from fkd.kaggle_client import submit_to_kaggle
 

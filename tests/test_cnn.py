@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from fkd.config import ParamsError, load_params, parse_params, to_dict
-from fkd.data import load_part
+from fkd.data import load_fold
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
 from fkd.models.cnn.network import MaskedHuber, MaskedRMSE, build_model, load_model_fn, save_model
 from fkd.models.cnn.train import flip_batch, targets_for, train_adam, train_dataset, train_sgd
@@ -122,7 +122,7 @@ def test_flip_pipeline_mirrors_some_images_with_their_keypoints(names):
 
 
 def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_params()
     first = train_adam(train, val, p, tmp_path / "a.keras")
     second = train_adam(train, val, p, tmp_path / "b.keras")
@@ -133,7 +133,7 @@ def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
 def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(split_dir, tmp_path):
     import keras
 
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_params()
     adam = train_adam(train, val, p, tmp_path / "adam.keras")
     assert adam.epochs_run == 1 and np.isfinite(adam.best_val_rmse)
@@ -172,6 +172,6 @@ def test_both_phases_run_through_dvc_repro(project):
         for name in ("train_loss", "val_loss", "val_rmse", "lr"):
             rows = (project / f"metrics/{stage}/0/plots/metrics/{name}.tsv").read_text().splitlines()
             assert len(rows) == 2  # header + one epoch
-    pred = load_model_fn(project / "models/cnn_sgd/0.keras")(load_part(project / "data/split", "val").images)
+    pred = load_model_fn(project / "models/cnn_sgd/0.keras")(load_fold(project / "data/split")[1].images)
     assert pred.shape[1] == 34 and np.isfinite(pred).all()
     assert "up to date" in dvc("status", "train_cnn_sgd", cwd=project).stdout

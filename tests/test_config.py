@@ -59,11 +59,17 @@ def test_scientific_notation_strings_are_numbers():
 def test_every_param_a_stage_reads_is_declared_in_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     declared = {name: set(map(str, s.get("do", s).get("params", []))) for name, s in stages.items()}  # foreach: under do
-    assert {"data", "synthetic"} <= declared["download"]
-    assert "split" in declared["split"]
+    assert {"data.source", "data.path", "data.competition", "synthetic"} <= declared["download"]
+    assert "data.label_offset_x" not in declared["download"]  # a new offset re-splits, it does not re-download
+    assert {"split", "data.label_offset_x"} <= declared["split"]
     assert "resnet" in declared["train_resnet"]
     assert "cnn.adam" in declared["train_cnn_adam"] and "cnn.sgd" not in declared["train_cnn_adam"]
     assert "cnn.sgd" in declared["train_cnn_sgd"] and "cnn.adam" not in declared["train_cnn_sgd"]
+
+
+@pytest.mark.parametrize("value,parsed", [("auto", "auto"), (1.25, 1.25), (0, 0.0), (-4, -4.0)])
+def test_the_label_offset_is_auto_or_a_number(value, parsed):
+    assert parse_params(set_key(raw(), "data.label_offset_x", value)).data.label_offset_x == parsed
 
 
 def set_key(r: dict, dotted: str, value) -> dict:
@@ -91,6 +97,9 @@ def set_key(r: dict, dotted: str, value) -> dict:
         ("synthetic.partial_fraction", 2, r"'synthetic.partial_fraction' must be in \[0, 1\], got 2.0"),
         ("synthetic.n_train", -5, r"'synthetic.n_train' must be >= 1, got -5"),
         ("synthetic.seed", -1, r"'synthetic.seed' must be in \[0, 4294967295\], got -1"),
+        ("data.label_offset_x", 9.0, r"'data.label_offset_x' must be in \[-4, 4\], got 9.0"),
+        ("data.label_offset_x", "left", r"'data.label_offset_x' must be 'auto' or a number, got 'left'"),
+        ("ensemble.weights", "equal", r"'ensemble.weights' must be 'fitted' or a list, got 'equal'"),
         ("split.val_fraction", 1.5, r"'split.val_fraction' must be in \(0, 1\), got 1.5"),
         ("split.val_fraction", 0, r"'split.val_fraction' must be in \(0, 1\), got 0.0"),
         ("resnet.patience", 0, r"'resnet.patience' must be >= 1"),
@@ -147,7 +156,7 @@ def test_a_stage_turns_a_range_error_into_one_line(tmp_path):
     """The split stage with split.val_fraction: 1.5: exit 2, one line naming the key, no traceback, no output."""
     r = set_key(raw(), "split.val_fraction", 1.5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(r))
-    proc = subprocess.run([sys.executable, "-m", "stages.split", "prepared", "split"], cwd=tmp_path, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "stages.split", "prepared", "split", "split.json"], cwd=tmp_path, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: params: 'split.val_fraction' must be in (0, 1), got 1.5"]

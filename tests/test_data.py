@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from fkd.data import DataError, load_part, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split
+from fkd.data import DataError, load_fold, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split
 from fkd.keypoints import COLUMNS, complete_mask
 from fkd.synthetic import make_dataset
 
@@ -83,8 +83,16 @@ def test_split_is_stratified_seeded_and_byte_identical(split_dir, synthetic_raw,
     write_split(prepared, tmp_path / "again", 0.25, 0)
     for f in sorted(split_dir.iterdir()):
         assert hashlib.sha256(f.read_bytes()).digest() == hashlib.sha256((tmp_path / "again" / f.name).read_bytes()).digest()
-    val = load_part(split_dir, "val")
+    _, val = load_fold(split_dir)
     np.testing.assert_array_equal(val.rows, val_rows)
+
+    # a label offset moves every labelled x onto the image features, and nothing else
+    write_split(prepared, tmp_path / "offset", 0.25, 0, label_offset_x=1.25)
+    _, moved = load_fold(tmp_path / "offset")
+    np.testing.assert_array_equal(moved.rows, val_rows)
+    np.testing.assert_allclose(moved.keypoints[:, 0::2], val.keypoints[:, 0::2] - 1.25)
+    np.testing.assert_array_equal(moved.keypoints[:, 1::2], val.keypoints[:, 1::2])
+    assert np.array_equal(np.isnan(moved.keypoints), np.isnan(val.keypoints))
 
 
 @pytest.mark.parametrize("text,shown", [("96", "96.0"), ("96.5", "96.5"), ("-0.1", "-0.1"), ("inf", "inf"), ("-inf", "-inf"),

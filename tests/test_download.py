@@ -74,13 +74,13 @@ def local(path) -> DataParams:
     if path.exists() and not link.exists():
         link.parent.mkdir(exist_ok=True)
         link.symlink_to(path.resolve())
-    return DataParams(source="local", path=str(link), competition=COMPETITION)
+    return DataParams(source="local", path=str(link), competition=COMPETITION, label_offset_x="auto")
 
 
 @pytest.mark.parametrize("path", ["/abs/facial-keypoints-detection.zip", "../shared/x.zip", "data/x.zip", "competition/../x.zip"])
 def test_local_path_outside_competition_folder_is_a_params_error(path):
     with pytest.raises(ParamsError, match=r"'data.path' is .*, outside competition/: .*dvc add competition/"):
-        fetch_raw(DataParams(source="local", path=path, competition=COMPETITION), SYNTHETIC, "data/raw")
+        fetch_raw(DataParams(source="local", path=path, competition=COMPETITION, label_offset_x="auto"), SYNTHETIC, "data/raw")
     assert not Path("data").exists()
 
 
@@ -225,7 +225,7 @@ def test_stale_staging_folders_are_removed_and_live_ones_kept(tmp_path):
         (folder / "raw").mkdir(parents=True)
         (folder / "raw" / "training.csv").write_text("partial")
     (data_dir / f".raw.{_dead_pid()}.afile.tmp").write_text("a file, not a staging folder")
-    data = DataParams(source="synthetic", path="unused", competition=COMPETITION)
+    data = DataParams(source="synthetic", path="unused", competition=COMPETITION, label_offset_x="auto")
     fetch_raw(data, SYNTHETIC, data_dir / "raw")
     assert not any(folder.exists() for folder in stale)
     assert all((folder / "raw" / "training.csv").exists() for folder in kept)
@@ -255,7 +255,7 @@ def test_killed_download_leaves_a_staging_folder_that_the_next_run_removes_and_g
     ignored = subprocess.run(["git", "check-ignore", "-q", str(staging / "raw" / "training.csv")], env=env, cwd=project)
     assert ignored.returncode == 0, f"{staging} is not ignored by .gitignore"
 
-    data = DataParams(source="synthetic", path="unused", competition=COMPETITION)
+    data = DataParams(source="synthetic", path="unused", competition=COMPETITION, label_offset_x="auto")
     fetch_raw(data, SYNTHETIC, project / "data" / "raw")
     assert [p.name for p in (project / "data").iterdir()] == ["raw"]
 
@@ -281,7 +281,7 @@ def test_folder_missing_file(csv_dir, tmp_path):
 
 
 def test_synthetic_source(tmp_path):
-    data = DataParams(source="synthetic", path="unused", competition=COMPETITION)
+    data = DataParams(source="synthetic", path="unused", competition=COMPETITION, label_offset_x="auto")
     summary = fetch_raw(data, SYNTHETIC, tmp_path / "raw")
     assert summary["training.csv"]["rows"] == 6 and summary["test.csv"]["rows"] == 2
     images, _ = parse_training_csv(tmp_path / "raw" / "training.csv")

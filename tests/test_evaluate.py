@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fkd.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
-from fkd.data import Part, load_part
+from fkd.data import Part, load_fold
 from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, inter_ocular, mean_shape_fn, per_image_error,
                           model_predictions, per_keypoint, pick_grid_faces, score, variant_predictions)
 from fkd.inference import with_flip_tta
@@ -196,7 +196,7 @@ FITTED = EnsembleParams(members=("resnet", "cnn"), weights="fitted", per_keypoin
 
 
 def test_evaluate_models_scores_every_variant(split_dir):
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     models = {"resnet": oracle_fn(val, 1.0, 0), "cnn": oracle_fn(val, 2.0, 1)}
     results, fitted = evaluate_models({k: [fn] for k, fn in models.items()}, [(train, val)], FIXED, tta_flip=True)
     assert fitted is None
@@ -220,7 +220,7 @@ def test_fitted_ensemble_is_scored_cross_fitted(split_dir):
     """Fitted weights favour the better model; the ensemble's scored predictions are out-of-fold, not in-sample."""
     from fkd.ensemble import combine, cross_fitted, fit_weights
 
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     models = {"resnet": [oracle_fn(val, 1.0, 0)], "cnn": [oracle_fn(val, 3.0, 1)]}
     results, fitted = evaluate_models(models, [(train, val)], FITTED, tta_flip=False)
     members = [results["resnet"].predictions, results["cnn"].predictions]
@@ -253,8 +253,8 @@ def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Pat
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
     p = parse_params(raw)
-    train_resnet(load_part(split_dir, "train"), load_part(split_dir, "val"), p.resnet, models_dir / "resnet/0.pt")
-    train_heatmap(load_part(split_dir, "train"), load_part(split_dir, "val"), p.heatmap, models_dir / "heatmap/0.pt")
+    train_resnet(*load_fold(split_dir), p.resnet, models_dir / "resnet/0.pt")
+    train_heatmap(*load_fold(split_dir), p.heatmap, models_dir / "heatmap/0.pt")
     if cnn:
         from fkd.models.cnn.network import build_model, n_outputs, save_model
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fkd.config import ParamsError, load_params, parse_params, to_dict
-from fkd.data import DataError, Part, fold_assignment, load_part, split_indices, write_split
+from fkd.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
 from fkd.keypoints import N_EXTENDED, complete_mask, to_extended
 from tests.conftest import ROOT, dvc, dvc_log, make_project, project_env, run, stages_run
 
@@ -61,15 +61,20 @@ def test_each_folds_parts_are_disjoint_and_the_val_parts_tile_the_rows(tmp_path)
     images, kp = np.load(prepared / "train_images.npy"), np.load(prepared / "train_keypoints.npy")
     val_rows = []
     for k in range(3):
-        train, val = load_part(tmp_path / "split", "train", k), load_part(tmp_path / "split", "val", k)
+        train, val = load_fold(tmp_path / "split", k)
         assert not set(train.rows) & set(val.rows)
         assert len(train.rows) + len(val.rows) == 23
         assert np.array_equal(val.images, images[val.rows])
+        assert np.array_equal(train.images, images[train.rows])
         np.testing.assert_array_equal(train.keypoints, kp[train.rows])
+        labels_only, same_val = load_fold(tmp_path / "split", k, train_images=False)
+        assert labels_only.images.shape == (0, 96, 96)  # the mean-shape baseline needs only the labels
+        np.testing.assert_array_equal(labels_only.keypoints, train.keypoints)
+        assert np.array_equal(same_val.images, val.images)
         val_rows.extend(val.rows.tolist())
     assert sorted(val_rows) == list(range(23))
     with pytest.raises(DataError, match="no fold 3"):
-        load_part(tmp_path / "split", "val", 3)
+        load_fold(tmp_path / "split", 3)
 
 
 def test_too_few_rows_for_the_folds_is_a_clear_error_and_writes_nothing(tmp_path):

@@ -40,6 +40,8 @@ def test_the_drawn_faces_set_is_only_a_data_source():
     p = load_params(ROOT / "params.yaml")
     assert p.data.source == "synthetic"
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    readers = {name for name, s in stages.items() for key in s.get("do", s).get("params", [])
-               if str(key).split(".")[0] in ("synthetic", "data") and str(key) != "data.competition"}
-    assert readers == {"download"}, readers  # nothing downstream sees which data it is
+    read = {name: {str(key) for key in s.get("do", s).get("params", []) if str(key).split(".")[0] in ("synthetic", "data")}
+            for name, s in stages.items()}
+    assert {name for name, keys in read.items() if keys - {"data.competition"}} == {"download", "split"}, read
+    # past the download only the labels' offset, which split estimates from any source's faces (auto)
+    assert read["split"] == {"data.label_offset_x"} and p.data.label_offset_x == "auto"

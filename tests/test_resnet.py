@@ -6,7 +6,7 @@ import torch
 
 from fkd.augment import augment_batch
 from fkd.config import load_params, parse_params, to_dict
-from fkd.data import load_part
+from fkd.data import load_fold
 from fkd.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
 from fkd.models.resnet.network import KeypointResNet, load_model_fn
 from fkd.models.resnet.train import train as train_resnet
@@ -87,7 +87,7 @@ def test_rotation_moves_keypoints_with_the_image_and_drops_points_that_leave():
 
 
 def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
     first = train_resnet(train, val, p, tmp_path / "a.pt")
     second = train_resnet(train, val, p, tmp_path / "b.pt")
@@ -111,7 +111,7 @@ def test_stage_runs_through_dvc_repro(project):
 def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(split_dir, tmp_path):
     from fkd.torch_train import cpu_has_native_bf16
 
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")
     first = train_resnet(train, val, p, tmp_path / "a.pt")
     second = train_resnet(train, val, p, tmp_path / "b.pt")
@@ -128,7 +128,7 @@ def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(
 def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
     from fkd.errors import TrainingError
 
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
     with pytest.raises(TrainingError, match=r"training resnet: no finite validation RMSE in 2 epochs .*no model was written"):
         train_resnet(train, val, p, tmp_path / "a.pt")
@@ -137,7 +137,7 @@ def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
 
 def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
     """The same run saved under two names gives the same bytes (torch names archive records after the file)."""
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2)
     train_resnet(train, val, p, tmp_path / "a.pt")
     train_resnet(train, val, p, tmp_path / "other_name.pt")
@@ -173,7 +173,7 @@ def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, {"heatmap": {**TINY_PARAMS["heatmap"], "device": "cuda"}})
     p = parse_params(raw).heatmap
-    train, val = load_part(split_dir, "train"), load_part(split_dir, "val")
+    train, val = load_fold(split_dir)
     with pytest.raises(ParamsError, match=r"'heatmap.device' is cuda but no CUDA device is available"):
         train_heatmap(train, val, p, tmp_path / "h.pt")
     assert not list(tmp_path.iterdir())

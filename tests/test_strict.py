@@ -29,7 +29,7 @@ def test_split_stage_leaving_no_validation_rows_is_one_line(tmp_path, synthetic_
         np.save(prepared / name, np.load(prepared / name)[:1])
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_module(["-m", "stages.split", "prepared", "split"], tmp_path)
+    proc = run_module(["-m", "stages.split", "prepared", "split", "split.json"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line == (f"error: {Path('prepared') / 'train_keypoints.npy'}: split.val_fraction {params['split']['val_fraction']} "

@@ -91,6 +91,14 @@ def test_synthetic_lookup_gets_an_answer_for_every_row(synthetic_raw, tmp_path):
     write_submission(tmp_path / "s.csv", lookup, locations)
     assert len((tmp_path / "s.csv").read_text().splitlines()) == len(lookup) + 1
 
+    # the label offset moves every x (and no y) back into the labels' frame, still clipped to the image
+    shifted = predict_locations(lookup, images, ids, lambda im: np.full((len(im), 34), 48.0), label_offset_x=1.25)
+    is_x = np.array([COLUMNS[j].endswith("_x") for j in lookup.features])
+    np.testing.assert_allclose(shifted[is_x], 49.25)
+    np.testing.assert_allclose(shifted[~is_x], 48.0)
+    edge = predict_locations(lookup, images, ids, lambda im: np.full((len(im), 34), 95.5), label_offset_x=1.25)
+    assert edge[is_x].max() == 96.0
+
 
 @pytest.mark.parametrize("row, pattern", [
     ((3, 5, "nose_tipx"), r"IdLookupTable.csv: row 3 \(RowId 3\): unknown FeatureName 'nose_tipx'"),
@@ -149,7 +157,8 @@ def prepared(synthetic_raw, tmp_path_factory) -> Path:
 
 
 def run_submit(cwd: Path, raw: Path, prepared: Path, models: Path, env: dict) -> subprocess.CompletedProcess:
-    args = ["-m", "stages.submit", str(raw / "IdLookupTable.csv"), str(prepared), str(models), "submission.csv"]
+    (cwd / "split.json").write_text('{"label_offset_x": 0.5, "label_offset_faces": 40}')
+    args = ["-m", "stages.submit", str(raw / "IdLookupTable.csv"), str(prepared), str(models), "split.json", "submission.csv"]
     return subprocess.run([sys.executable, *args], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
 
@@ -169,11 +178,18 @@ def test_stage_writes_and_uploads_with_the_experiment_name(kaggle_server, synthe
 
 def test_stage_does_not_upload_by_default_and_names_a_missing_model(synthetic_raw, prepared, resnet_only, tmp_path, monkeypatch, caplog):
     from fkd.errors import ModelFileError
+    from fkd.label_offset import LabelOffsetError
     from stages.submit import main
 
     monkeypatch.chdir(tmp_path)
-    args = [str(synthetic_raw / "IdLookupTable.csv"), str(prepared), str(resnet_only), "submission.csv"]
+    args = [str(synthetic_raw / "IdLookupTable.csv"), str(prepared), str(resnet_only), "split.json", "submission.csv"]
     tiny_params_file(tmp_path, {"submit": {"model": "ensemble"}, "ensemble": {"weights": [1, 1, 1]}})  # needs the CNN too
+    with pytest.raises(LabelOffsetError, match=r"split.json not found: run the split stage first"):
+        main(args)
+    (tmp_path / "split.json").write_text('{"label_offset_x": "1"}')
+    with pytest.raises(LabelOffsetError, match=r"split.json: 'label_offset_x' is '1', not a number"):
+        main(args)
+    (tmp_path / "split.json").write_text('{"label_offset_x": 0.0, "label_offset_faces": 40}')
     with pytest.raises(ModelFileError, match="cnn_sgd/0.keras not found"):
         main(args)
     assert not (tmp_path / "submission.csv").exists()

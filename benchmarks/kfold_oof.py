@@ -1,0 +1,120 @@
+"""Out-of-fold predictions of the registered models on a K-fold split, scored as the evaluate stage scores them.
+
+``train`` trains each named model once per fold with the project's trainers and params (what the pipeline's
+training stages run, without dvclive) and saves that fold's validation predictions, direct and with flip TTA,
+to ``OUT/<model>/<fold>.npz`` as each fold finishes. ``score`` reads every saved fold and prints the evaluate
+stage's table (every model, flip TTA, the ensemble of ``ensemble.members`` fitted and cross-fitted out of fold,
+the mean shape). The two halves can run on different machines: the torch models' folds on a GPU machine,
+the CNN's here, scored together.
+
+Usage:
+  python -m benchmarks.kfold_oof train SPLIT_DIR OUT --models resnet heatmap [--folds 0 1 2] [--set resnet.epochs=20 ...]
+  python -m benchmarks.kfold_oof score SPLIT_DIR OUT [--set ensemble.per_keypoint=true ...]
+SPLIT_DIR is a split stage's output with K folds, e.g. ``data/split`` after
+``dvc exp run split -S 'split.folds=[0,1,2,3,4]'`` (its labels already moved by ``data.label_offset_x``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fkd.config import Params, load_params, parse_params, to_dict
+from fkd.data import Part, load_fold
+from fkd.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
+from fkd.registry import MODEL_NAMES, MODELS
+
+
+def trained_model(name: str, train: Part, val: Part, p: Params, out_dir: Path) -> tuple[Path, dict]:
+    """Train model ``name`` on one fold as its pipeline stage(s) do; returns the model file and the last stage's metrics."""
+    path = out_dir / MODELS[name].file(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name == "cnn":
+        from fkd.models.cnn.train import train_adam, train_sgd
+
+        start = out_dir / "cnn_adam.keras"
+        train_adam(train, val, p.cnn, start)
+        result = train_sgd(train, val, p.cnn, start, path)
+    else:
+        import importlib
+
+        result = importlib.import_module(f"fkd.models.{name}.train").train(train, val, getattr(p, name), path)
+    return path, result.metrics() | result.speed()
+
+
+def with_settings(settings: list[str], params_file: str) -> Params:
+    """params.yaml with ``key.sub=value`` settings applied (values read as YAML), as ``dvc exp run -S`` does."""
+    raw = to_dict(load_params(params_file))
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    return parse_params(raw)
+
+
+def train(args, p: Params) -> None:
+    out = Path(args.out)
+    for name in args.models:
+        for fold in args.folds:
+            train_part, val = load_fold(args.split_dir, fold)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                path, metrics = trained_model(name, train_part, val, p, Path(tmp))
+                pred = model_predictions(MODELS[name].load(path), val.images, tta_flip=True)
+            (out / name).mkdir(parents=True, exist_ok=True)
+            np.savez(out / name / f"{fold}.npz", rows=val.rows, **pred)
+            row = {"model": name, "fold": fold, "seconds": round(time.perf_counter() - start, 1), **metrics}
+            print(json.dumps(row), flush=True)
+            with open(out / "train_log.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def score(args, p: Params) -> None:
+    out = Path(args.out)
+    folds = sorted(int(f.stem) for f in (out / args.models[0]).glob("*.npz")) if args.folds is None else args.folds
+    parts = [load_fold(args.split_dir, k, train_images=False) for k in folds]
+    base = {}
+    for name in args.models:
+        saved = [np.load(out / name / f"{k}.npz") for k in folds]
+        for k, s, (_, val) in zip(folds, saved, parts):
+            if not np.array_equal(s["rows"], val.rows):
+                raise SystemExit(f"{out / name / f'{k}.npz'}: saved for other rows than fold {k} of {args.split_dir}")
+        base[name] = {kind: np.concatenate([s[kind] for s in saved]) for kind in ("direct", "tta")}
+    results, fitted = evaluate_predictions(base, parts, p.ensemble, tta_flip=True)
+    print(f"out of fold, {len(folds)} folds, {len(validation_rows(parts).keypoints)} faces")
+    print(summary_table(results))
+    if fitted:
+        print("ensemble weights:", dict(zip(fitted["members"], np.round(np.asarray(fitted["weights"]), 4).tolist())))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["train", "score"])
+    ap.add_argument("split_dir")
+    ap.add_argument("out")
+    ap.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    ap.add_argument("--folds", nargs="+", type=int)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = with_settings(args.set, args.params)
+    if args.command == "train":
+        if args.folds is None:
+            args.folds = sorted(set(np.load(Path(args.split_dir) / "val_fold.npy").tolist()) - {-1})
+        train(args, p)
+    else:
+        score(args, p)
+
+
+if __name__ == "__main__":
+    main()
