@@ -252,19 +252,22 @@ def evaluate_models(models: dict[str, list[ModelFn]], parts: list[tuple[Part, Pa
     ``models[name][k]`` predicts fold k's validation part ``parts[k][1]``, and the scores are over all
     validation parts together (:func:`validation_rows`; with one fold, the hold-out). Returns the results
     and the fitted ensemble weights (or None)."""
-    if len(validation_rows(parts).images) == 0:
-        raise DataError("the validation split is empty: nothing to evaluate")
+    _check_not_empty(parts)  # before any model is asked to predict nothing
     base = {name: out_of_fold_predictions(fns, parts, tta_flip) for name, fns in models.items()}
     return evaluate_predictions(base, parts, p, tta_flip)
+
+
+def _check_not_empty(parts: list[tuple[Part, Part]]) -> None:
+    if not any(len(val.rows) for _, val in parts):
+        raise DataError("the validation split is empty: nothing to evaluate")
 
 
 def evaluate_predictions(base: dict[str, dict[str, np.ndarray]], parts: list[tuple[Part, Part]], p: EnsembleParams,
                          tta_flip: bool) -> tuple[dict[str, VariantResult], dict | None]:
     """:func:`evaluate_models` from each model's out-of-fold predictions ``base[name]``
     (:func:`out_of_fold_predictions`), computed already."""
+    _check_not_empty(parts)
     val = validation_rows(parts)
-    if len(val.keypoints) == 0:
-        raise DataError("the validation split is empty: nothing to evaluate")
     predictions, fitted = variant_predictions(base, val.keypoints, p, tta_flip)
     predictions[MEAN_SHAPE] = np.concatenate([mean_shape_fn(train.keypoints)(part.images) for train, part in parts])
     results = {}

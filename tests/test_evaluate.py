@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from fkd.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
-from fkd.data import Part, load_fold
-from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, inter_ocular, mean_shape_fn, per_image_error,
-                          model_predictions, per_keypoint, pick_grid_faces, score, variant_predictions)
+from fkd.data import DataError, Part, load_fold
+from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, evaluate_predictions, inter_ocular,
+                          mean_shape_fn, model_predictions, per_image_error, per_keypoint, pick_grid_faces, score,
+                          variant_predictions)
 from fkd.inference import with_flip_tta
 from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
 from fkd.synthetic import MEAN_SHAPE
@@ -307,3 +308,15 @@ def test_stage_without_tta_and_missing_model(split_dir, tiny_models, tmp_path, m
     with pytest.raises(ModelFileError, match=r"only_resnet/cnn_sgd/0.keras not found: run `dvc repro`"):
         main([str(split_dir), str(only_resnet), "metrics/evaluate", "plots"])
     assert sorted(f.stem for f in (tmp_path / "metrics" / "evaluate").iterdir()) == ["cnn", "ensemble", "heatmap", "mean_shape", "resnet"]
+
+
+def test_an_empty_validation_split_is_an_error_before_any_model_predicts():
+    empty = Part(np.zeros((0, 96, 96), np.uint8), np.zeros((0, 30), np.float32), np.zeros(0, np.int64))
+    train = Part(np.zeros((2, 96, 96), np.uint8), np.full((2, 30), 40.0, np.float32), np.arange(2))
+    asked = []
+    with pytest.raises(DataError, match="the validation split is empty: nothing to evaluate"):
+        evaluate_models({"resnet": [lambda im: asked.append(im) or np.zeros((len(im), 34))]}, [(train, empty)],
+                        load_params(ROOT / "params.yaml").ensemble, tta_flip=True)
+    assert not asked
+    with pytest.raises(DataError, match="the validation split is empty"):
+        evaluate_predictions({}, [(train, empty)], load_params(ROOT / "params.yaml").ensemble, tta_flip=True)
