@@ -1,18 +1,26 @@
-"""CPU training speed of the Keras CNN in float32 and with Keras mixed precision (``mixed_bfloat16``).
+"""CPU training speed and accuracy of the Keras CNN in float32 and with ``cnn.bf16`` (Keras ``mixed_bfloat16``
+for the conv blocks and hidden dense layers, the head in float32: :func:`fkd.models.cnn.network.build_model`).
 
-Each policy builds the project's CNN (params.yaml's ``cnn`` section; under mixed precision its output is
-cast back to float32, as Keras advises, so the project's masked Huber loss stays in float32) and times
-``train_on_batch`` with Adam on random uint8 faces for the same number of images, interleaved over
-``--rounds`` so that load from other processes hits both alike; the median img/s per policy and its ratio
-to float32 are printed.
+Speed: each precision builds the project's CNN (params.yaml's ``cnn`` section) and times ``train_on_batch``
+with Adam on random uint8 faces for the same number of images, interleaved over ``--rounds`` so that load from
+other processes hits both alike; the median img/s per precision and its ratio to float32 are printed.
 
     python -m benchmarks.cnn_precision [--images 512] [--rounds 3]
+
+With ``--train SPLIT_DIR`` it measures accuracy instead: phase 1 (Adam, params.yaml's recipe with ``--epochs``
+epochs) on the split's fold 0, once in float32 and once with ``cnn.bf16``; the best validation RMSE, its epoch
+and the training img/s of each are printed.
+
+    python -m benchmarks.cnn_precision --train data/split --epochs 20
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,19 +30,13 @@ import keras
 from fkd.config import load_params
 from fkd.models.cnn.network import MaskedHuber, build_model, n_outputs
 
-POLICIES = ("float32", "mixed_bfloat16")
+PRECISIONS = {"float32": False, "mixed_bfloat16": True}
 
 
-def speed(policy: str, p, images: int) -> float:
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        keras.utils.set_random_seed(0)
-        model = build_model(p, n_outputs(p.scheme_heads))
-        out = keras.layers.Activation("linear", dtype="float32", name="float32_out")(model.output)
-        model = keras.Model(model.input, out)
-        model.compile(optimizer=keras.optimizers.Adam(p.adam.lr), loss=MaskedHuber(p.huber_delta, p.target_scale))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+def speed(bf16: bool, p, images: int) -> float:
+    keras.utils.set_random_seed(0)
+    model = build_model(p, n_outputs(p.scheme_heads), bf16=bf16)
+    model.compile(optimizer=keras.optimizers.Adam(p.adam.lr), loss=MaskedHuber(p.huber_delta, p.target_scale))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (p.batch_size, 96, 96, 1)).astype(np.float32)
     y = rng.uniform(10, 86, (p.batch_size, model.output_shape[-1])).astype(np.float32)
@@ -47,21 +49,43 @@ def speed(policy: str, p, images: int) -> float:
     return (steps - 2) * p.batch_size / (time.perf_counter() - start)
 
 
+def accuracy(split_dir: str, epochs: int) -> None:
+    """Phase 1 in float32 and with ``cnn.bf16`` on the split's fold 0; print val RMSE and speed."""
+    from fkd.data import load_fold
+    from fkd.models.cnn.train import train_adam
+    from fkd.train_result import cpu_has_native_bf16
+
+    train, val = load_fold(split_dir)
+    p = load_params().cnn
+    print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, "
+          f"phase 1 (Adam, {p.adam.schedule}), {epochs} epochs")
+    for bf16 in (False, True):
+        q = dataclasses.replace(p, bf16=bf16, adam=dataclasses.replace(p.adam, epochs=epochs))
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_adam(train, val, q, Path(tmp) / "m.keras")
+        print(f"cnn {result.precision}  val RMSE {result.best_val_rmse:.4f} px (epoch {result.best_epoch})  "
+              f"{result.images_per_second:6.1f} img/s  {result.train_seconds:6.0f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", metavar="SPLIT_DIR", help="measure accuracy: train in float32 and bf16 on this split")
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.train:
+        return accuracy(args.train, args.epochs)
     p = load_params().cnn
-    runs = {policy: [] for policy in POLICIES}
+    runs = {name: [] for name in PRECISIONS}
     for _ in range(args.rounds):
-        for policy in POLICIES:
-            runs[policy].append(speed(policy, p, args.images))
+        for name, bf16 in PRECISIONS.items():
+            runs[name].append(speed(bf16, p, args.images))
     base = statistics.median(runs["float32"])
-    print(f"CNN (batch {p.batch_size}), {args.images} images per policy and round, median of {args.rounds} rounds")
-    for policy, values in runs.items():
+    print(f"CNN (batch {p.batch_size}), {args.images} images per precision and round, median of {args.rounds} rounds")
+    for name, values in runs.items():
         median = statistics.median(values)
-        print(f"{policy:16s} {median:7.1f} img/s  {median / base:4.2f}x")
+        print(f"{name:16s} {median:7.1f} img/s  {median / base:4.2f}x")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
     from fkd.data import load_fold
     from fkd.models.heatmap.train import train as train_heatmap
     from fkd.models.resnet.train import train as train_resnet
-    from fkd.torch_train import cpu_has_native_bf16
+    from fkd.train_result import cpu_has_native_bf16
 
     trainers = {"resnet": train_resnet, "heatmap": train_heatmap}
     train, val = load_fold(split_dir)

@@ -1,7 +1,7 @@
 """Out-of-fold predictions of the registered models on a K-fold split, scored as the evaluate stage scores them.
 
-``train`` trains each named model once per fold with the project's trainers and params (what the pipeline's
-training stages run, without dvclive) and saves that fold's validation predictions, direct and with flip TTA,
+``train`` trains each named model once per fold with the project's trainers and params (``MODELS[name].fit``:
+what the pipeline's training stages run, every phase, without dvclive) and saves that fold's validation predictions, direct and with flip TTA,
 to ``OUT/<model>/<fold>.npz`` as each fold finishes. ``score`` reads every saved fold and prints the evaluate
 stage's table (every model, flip TTA, the ensemble of ``ensemble.members`` fitted and cross-fitted out of fold,
 the mean shape). The two halves can run on different machines: the torch models' folds on a GPU machine,
@@ -26,26 +26,9 @@ import numpy as np
 import yaml
 
 from fkd.config import Params, load_params, parse_params, to_dict
-from fkd.data import Part, load_fold
+from fkd.data import load_fold
 from fkd.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
 from fkd.registry import MODEL_NAMES, MODELS
-
-
-def trained_model(name: str, train: Part, val: Part, p: Params, out_dir: Path) -> tuple[Path, dict]:
-    """Train model ``name`` on one fold as its pipeline stage(s) do; returns the model file and the last stage's metrics."""
-    path = out_dir / MODELS[name].file(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if name == "cnn":
-        from fkd.models.cnn.train import train_adam, train_sgd
-
-        start = out_dir / "cnn_adam.keras"
-        train_adam(train, val, p.cnn, start)
-        result = train_sgd(train, val, p.cnn, start, path)
-    else:
-        import importlib
-
-        result = importlib.import_module(f"fkd.models.{name}.train").train(train, val, getattr(p, name), path)
-    return path, result.metrics() | result.speed()
 
 
 def with_settings(settings: list[str], params_file: str) -> Params:
@@ -68,11 +51,13 @@ def train(args, p: Params) -> None:
             train_part, val = load_fold(args.split_dir, fold)
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                path, metrics = trained_model(name, train_part, val, p, Path(tmp))
+                path = Path(tmp) / MODELS[name].file(fold)
+                path.parent.mkdir(parents=True)
+                result = MODELS[name].fit(train_part, val, p, path)
                 pred = model_predictions(MODELS[name].load(path), val.images, tta_flip=True)
             (out / name).mkdir(parents=True, exist_ok=True)
             np.savez(out / name / f"{fold}.npz", rows=val.rows, **pred)
-            row = {"model": name, "fold": fold, "seconds": round(time.perf_counter() - start, 1), **metrics}
+            row = {"model": name, "fold": fold, "seconds": round(time.perf_counter() - start, 1), **result.metrics(), **result.speed()}
             print(json.dumps(row), flush=True)
             with open(out / "train_log.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")

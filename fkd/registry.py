@@ -2,12 +2,13 @@
 ``split.folds``) and the function that loads such a file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
 
 Adding a model: its folder ``fkd/models/<name>/`` (``params.py``, ``network.py`` with
-``load_model_fn``, ``train.py``), one entry here, its section in :class:`fkd.config.Params` and
+``load_model_fn``, ``train.py`` with ``fit``), one entry here, its section in :class:`fkd.config.Params` and
 ``params.yaml``, and its stage in ``dvc.yaml`` (a two-line module in ``stages/``). Frameworks
-are imported only when a loader runs.
+are imported only when a model loads or trains.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ def check_predictions(pred: np.ndarray, n_rows: int, who: str, finite: bool = Tr
     return pred
 
 
+# Static imports inside the loaders: tests/test_deps.py follows them to each stage's dvc.yaml code deps.
 def _resnet(path: Path) -> ModelFn:
     from fkd.models.resnet.network import load_model_fn
 
@@ -52,6 +54,7 @@ def _cnn(path: Path) -> ModelFn:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    name: str  # its folder fkd/models/<name>/ and its params section
     folder: str  # under models/: one file per fold, <fold><suffix>
     suffix: str
     load: Callable[[Path], ModelFn]
@@ -60,12 +63,19 @@ class ModelSpec:
         """Fold ``fold``'s model file, relative to the models folder."""
         return f"{self.folder}/{fold}{self.suffix}"
 
+    def fit(self, train, val, params, model_path: Path):
+        """Train this model from scratch on one fold's parts ``train``/``val`` with its section of ``params``
+        (:class:`fkd.config.Params`), every phase, as its training stage(s) do (its ``train.fit``); saves it to
+        ``model_path`` and returns the last phase's :class:`fkd.train_result.TrainResult`. For benchmarks: each
+        training stage imports its own trainer, so no stage's code deps hang on this import."""
+        return importlib.import_module(f"fkd.models.{self.name}.train").fit(train, val, getattr(params, self.name), model_path)
 
-MODELS: dict[str, ModelSpec] = {
-    "resnet": ModelSpec("resnet", ".pt", _resnet),
-    "heatmap": ModelSpec("heatmap", ".pt", _heatmap),
-    "cnn": ModelSpec("cnn_sgd", ".keras", _cnn),  # phase 2's models
-}
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("resnet", "resnet", ".pt", _resnet),
+    ModelSpec("heatmap", "heatmap", ".pt", _heatmap),
+    ModelSpec("cnn", "cnn_sgd", ".keras", _cnn),  # phase 2's models
+)}
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 #: The ensemble's weights, written by evaluate beside the models.
 ENSEMBLE_FILE = "ensemble.json"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from fkd.keypoints import training_targets
 from fkd.schema import ParamsError, to_dict
 from fkd.torch_nn import CENTRE, masked_mse, to_pixels
 from fkd.torch_params import TorchTrainParams
-from fkd.train_result import TrainResult
+from fkd.train_result import TrainResult, cpu_has_native_bf16
 
 log = logging.getLogger("fkd.train_torch")
 
@@ -36,15 +35,6 @@ def pick_device(name: str, key: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamsError(f"params: '{key}' is cuda but no CUDA device is available (set it to auto or cpu)")
     return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, from /proc/cpuinfo). PyTorch's own
-    check also says yes where oneDNN only emulates bf16 (any AVX-512 CPU), which is slower than fp32."""
-    try:
-        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
-    except OSError:  # not Linux: stay in fp32
-        return False
 
 
 def use_bf16(p: TorchTrainParams, device: torch.device) -> bool:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     device: str
-    precision: str  # fp32, or bf16: bfloat16 autocast (see fkd.torch_train.use_bf16)
+    precision: str  # fp32, or bf16: bfloat16 compute (torch autocast, fkd.torch_train.use_bf16; Keras mixed_bfloat16)
 
     def metrics(self) -> dict:
         """The reproducible figures (DVC metrics)."""
@@ -47,6 +48,15 @@ class TrainResult:
         if not math.isfinite(self.best_val_rmse):
             raise TrainingError(f"{what}: no finite validation RMSE in {self.epochs_run} epochs (training diverged?): "
                                 "lower the learning rate; no model was written")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, from /proc/cpuinfo). PyTorch's own
+    check also says yes where oneDNN only emulates bf16 (any AVX-512 CPU), which is slower than fp32."""
+    try:
+        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
+    except OSError:  # not Linux: stay in fp32
+        return False
 
 
 def record(live, result: TrainResult, metrics_dir: str | Path) -> None:

@@ -154,6 +154,36 @@ def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(s
     np.testing.assert_allclose(load_model_fn(tmp_path / "sgd.keras")(val.images), phase1, rtol=1e-5, atol=1e-4)
 
 
+def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phase_2_inherits_it(split_dir, tmp_path):
+    import keras
+
+    from fkd.train_result import cpu_has_native_bf16
+
+    model = build_model(tiny_params(), 34, bf16=True)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("dense1").compute_dtype == "bfloat16"
+    assert model.get_layer("conv1").variable_dtype == "float32"  # mixed: the weights stay float32
+    assert model.get_layer("normalised_keypoints").compute_dtype == "float32" and model.output.dtype == "float32"
+    assert all(layer.compute_dtype == "float32" for layer in build_model(tiny_params(), 34).layers)
+
+    train, val = load_fold(split_dir)
+    p = tiny_params(bf16=True)
+    native = cpu_has_native_bf16()  # elsewhere bf16 would only be emulated (slower): float32 there
+    adam = train_adam(train, val, p, tmp_path / "adam.keras")
+    again = train_adam(train, val, p, tmp_path / "again.keras")
+    assert adam.precision == ("bf16" if native else "fp32") and "precision" in adam.metrics()
+    assert (tmp_path / "adam.keras").read_bytes() == (tmp_path / "again.keras").read_bytes()
+    saved = keras.models.load_model(tmp_path / "adam.keras", compile=False)
+    assert saved.get_layer("conv2").compute_dtype == ("bfloat16" if native else "float32")
+    sgd = train_sgd(train, val, tiny_params(), tmp_path / "adam.keras", tmp_path / "sgd.keras")  # cnn.bf16 off here
+    assert sgd.precision == adam.precision  # phase 2 fine-tunes the saved model as it was built
+    pred = load_model_fn(tmp_path / "sgd.keras")(val.images[:3])
+    assert pred.dtype == np.float32 and pred.shape == (3, 34) and np.isfinite(pred).all()
+    fp32 = train_adam(train, val, tiny_params(), tmp_path / "fp32.keras")
+    assert fp32.precision == "fp32"
+    if native:
+        assert fp32.best_val_rmse != adam.best_val_rmse
+
+
 def test_both_phases_run_through_dvc_repro(project):
     out = dvc("repro", "train_cnn_sgd", cwd=project)  # the group: every fold's stage (one fold here)
     assert "epoch   1/1" in out.stdout + out.stderr

@@ -67,3 +67,24 @@ def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
     torch.manual_seed(0)
     pred = heatmap.load_model_fn(tmp_path / "heatmap.pt")(np.zeros((2, 96, 96), np.uint8))
     assert pred.shape == (2, 34) and np.isfinite(pred).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fit_trains_every_phase_and_writes_a_file_its_loader_reads(name, split_dir, tmp_path):
+    """``MODELS[name].fit``: the whole training of one fold (both CNN phases), as the training stages run it."""
+    from fkd.config import parse_params, to_dict
+    from fkd.data import load_fold
+    from fkd.train_result import TrainResult
+    from tests.conftest import TINY_PARAMS, deep_update
+
+    p = parse_params(deep_update(to_dict(load_params(ROOT / "params.yaml")), TINY_PARAMS))
+    train, val = load_fold(split_dir)
+    path = tmp_path / MODELS[name].file(0)
+    path.parent.mkdir(parents=True)
+    result = MODELS[name].fit(train, val, p, path)
+    assert isinstance(result, TrainResult) and result.epochs_run == 1
+    if name == "cnn":  # phase 2 started from a phase-1 model it scored first
+        assert np.isfinite(result.adam_val_rmse)
+    assert sorted(f.name for f in tmp_path.rglob("*") if f.is_file()) == [path.name]  # no phase-1 file left behind
+    pred = MODELS[name].load(path)(val.images[:3])
+    assert pred.shape == (3, 34) and np.isfinite(pred).all()

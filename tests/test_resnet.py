@@ -109,7 +109,7 @@ def test_stage_runs_through_dvc_repro(project):
 
 
 def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(split_dir, tmp_path):
-    from fkd.torch_train import cpu_has_native_bf16
+    from fkd.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")

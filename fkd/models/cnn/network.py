@@ -88,22 +88,30 @@ def n_outputs(scheme_heads: bool) -> int:
     return 2 * N_EXTENDED if scheme_heads else N_COORDS
 
 
-def build_model(p: CnnParams, outputs: int) -> keras.Model:
-    """Conv blocks (Conv2D -> LeakyReLU -> MaxPool -> Dropout), Flatten, dense layers with LeakyReLU, linear head."""
+def build_model(p: CnnParams, outputs: int, bf16: bool = False) -> keras.Model:
+    """Conv blocks (Conv2D -> LeakyReLU -> MaxPool -> Dropout), Flatten, dense layers with LeakyReLU, linear head.
+    With ``bf16`` the blocks and hidden dense layers compute in bfloat16 (Keras ``mixed_bfloat16``: float32
+    weights); the head stays float32, where bfloat16's 8-bit mantissa would round keypoints to ~0.3 px."""
+    hidden = keras.DTypePolicy("mixed_bfloat16" if bf16 else "float32")
     x = inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
-    x = keras.layers.Rescaling(1 / 255, name="unit_range")(x)
+    x = keras.layers.Rescaling(1 / 255, name="unit_range", dtype=hidden)(x)
     for i, (filters, rate) in enumerate(zip(p.filters, p.dropout), start=1):
-        x = keras.layers.Conv2D(filters, p.kernel, padding="same", name=f"conv{i}")(x)
-        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"act{i}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
-        x = keras.layers.Dropout(rate, name=f"drop{i}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Conv2D(filters, p.kernel, padding="same", name=f"conv{i}", dtype=hidden)(x)
+        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"act{i}", dtype=hidden)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}", dtype=hidden)(x)
+        x = keras.layers.Dropout(rate, name=f"drop{i}", dtype=hidden)(x)
+    x = keras.layers.Flatten(name="flatten", dtype=hidden)(x)
     for i, units in enumerate(p.dense, start=1):
-        x = keras.layers.Dense(units, name=f"dense{i}")(x)
-        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"dense_act{i}")(x)
-    x = keras.layers.Dense(outputs, name="normalised_keypoints")(x)
-    out = keras.layers.Rescaling(p.target_scale, name="to_pixels")(x)
+        x = keras.layers.Dense(units, name=f"dense{i}", dtype=hidden)(x)
+        x = keras.layers.LeakyReLU(p.leaky_alpha, name=f"dense_act{i}", dtype=hidden)(x)
+    x = keras.layers.Dense(outputs, name="normalised_keypoints", dtype="float32")(x)
+    out = keras.layers.Rescaling(p.target_scale, name="to_pixels", dtype="float32")(x)
     return keras.Model(inputs, out, name="fkd_cnn")
+
+
+def precision_of(model: keras.Model) -> str:
+    """``bf16`` if any layer of ``model`` computes in bfloat16, else ``fp32`` (:class:`fkd.train_result.TrainResult`)."""
+    return "bf16" if any(layer.compute_dtype == "bfloat16" for layer in model.layers) else "fp32"
 
 
 def names_for(outputs: int) -> tuple[str, ...]:

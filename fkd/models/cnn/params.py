@@ -40,6 +40,7 @@ class CnnParams:
     scheme_heads: bool
     batch_size: Positive
     flip: bool
+    bf16: bool  # Keras mixed_bfloat16 for the conv and hidden dense layers (GPU, or a CPU with bf16 instructions)
     adam: CnnAdamParams
     sgd: CnnSgdParams
 

@@ -23,9 +23,10 @@ import tensorflow as tf
 
 from fkd.data import Part
 from fkd.keypoints import flip_permutation, masked_rmse, training_targets
-from fkd.models.cnn.network import EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, n_outputs, names_for, save_model
+from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, n_outputs, names_for, precision_of,
+                                    save_model)
 from fkd.models.cnn.params import CnnParams
-from fkd.train_result import TrainResult
+from fkd.train_result import TrainResult, cpu_has_native_bf16
 
 log = logging.getLogger("fkd.cnn")
 
@@ -111,6 +112,18 @@ def configure(seed: int, threads: int) -> str:
     return "cpu"
 
 
+def use_bf16(p: CnnParams, device: str) -> bool:
+    """Whether phase 1 builds the model in mixed bfloat16: ``cnn.bf16`` on a GPU or on a CPU of
+    :func:`fkd.train_result.cpu_has_native_bf16` (elsewhere bf16 is emulated, slower than float32). Phase 2 and
+    every prediction compute as the saved model's layers say."""
+    if not p.bf16:
+        return False
+    if device == "cpu" and not cpu_has_native_bf16():
+        log.info("cnn.bf16 is on, but this CPU has no bf16 instructions (AVX512-BF16, AMX): training in float32")
+        return False
+    return True
+
+
 class EpochLog(keras.callbacks.Callback):
     """Per epoch: one progress line on stderr and train_loss, val_loss, val_rmse, lr to dvclive."""
 
@@ -156,7 +169,7 @@ class EpochLog(keras.callbacks.Callback):
             train_seconds=self.train_seconds,
             images_per_second=self.epochs_run * self.images_per_epoch / self.train_seconds if self.train_seconds else 0.0,
             device=device,
-            precision="fp32",  # Keras mixed precision is not used
+            precision=precision_of(self.model),
         )
 
 
@@ -180,7 +193,7 @@ def _fit(model, train: Part, val: Part, p: CnnParams, epochs: int, callbacks, li
 def train_adam(train: Part, val: Part, p: CnnParams, model_path: str | Path, live=None, callbacks=()) -> TrainResult:
     """Phase 1: train from scratch with Adam, early-stop on val RMSE, save the best epoch's model."""
     device = configure(p.seed, p.threads)
-    model = build_model(p, n_outputs(p.scheme_heads))
+    model = build_model(p, n_outputs(p.scheme_heads), bf16=use_bf16(p, device))
     lr = p.adam.lr
     if p.adam.schedule == "cosine":
         steps = p.adam.epochs * math.ceil(len(train.images) / p.batch_size)
@@ -242,3 +255,12 @@ def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, mode
             model.set_weights(start_weights)
     save_model(model, model_path)
     return SgdResult(**vars(result), adam_val_rmse=adam_rmse, improved_on_adam=bool(improved))
+
+
+def fit(train: Part, val: Part, p: CnnParams, model_path: str | Path) -> SgdResult:
+    """Both phases from scratch, as the two training stages run them (:meth:`fkd.registry.ModelSpec.fit`):
+    Adam, its model kept in a temporary folder, then SGD from it into ``model_path``."""
+    with tempfile.TemporaryDirectory(prefix="cnn_adam_") as tmp_dir:
+        start = Path(tmp_dir) / "adam.keras"
+        train_adam(train, val, p, start)
+        return train_sgd(train, val, p, start, model_path)
