@@ -27,6 +27,7 @@ import numpy as np
 import fkd.tf_env  # noqa: F401  (before keras)
 import keras
 
+from benchmarks import accuracy_line
 from fkd.config import load_params
 from fkd.models.cnn.network import MaskedHuber, build_model, n_outputs
 
@@ -63,8 +64,7 @@ def accuracy(split_dir: str, epochs: int) -> None:
         q = dataclasses.replace(p, bf16=bf16, adam=dataclasses.replace(p.adam, epochs=epochs))
         with tempfile.TemporaryDirectory() as tmp:
             result = train_adam(train, val, q, Path(tmp) / "m.keras")
-        print(f"cnn {result.precision}  val RMSE {result.best_val_rmse:.4f} px (epoch {result.best_epoch})  "
-              f"{result.images_per_second:6.1f} img/s  {result.train_seconds:6.0f} s", flush=True)
+        print(accuracy_line(f"cnn {result.precision}", result), flush=True)
 
 
 def main() -> None:

@@ -64,12 +64,11 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
     import tempfile
     from pathlib import Path
 
+    from benchmarks import accuracy_line
     from fkd.data import load_fold
-    from fkd.models.heatmap.train import train as train_heatmap
-    from fkd.models.resnet.train import train as train_resnet
+    from fkd.registry import MODELS
     from fkd.train_result import cpu_has_native_bf16
 
-    trainers = {"resnet": train_resnet, "heatmap": train_heatmap}
     train, val = load_fold(split_dir)
     params = load_params()
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
@@ -77,9 +76,8 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
         for bf16 in (False, True):
             p = dataclasses.replace(getattr(params, name), epochs=epochs, cpu_bf16=bf16, device="cpu", threads=threads)
             with tempfile.TemporaryDirectory() as tmp:
-                result = trainers[name](train, val, p, Path(tmp) / "m.pt")
-            print(f"{name:8s} {'bf16' if bf16 else 'fp32'}  val RMSE {result.best_val_rmse:.4f} px (epoch {result.best_epoch})  "
-                  f"{result.images_per_second:6.1f} img/s  {result.train_seconds:6.0f} s", flush=True)
+                result = MODELS[name].fit(train, val, dataclasses.replace(params, **{name: p}), Path(tmp) / "m.pt")
+            print(accuracy_line(f"{name:8s} {'bf16' if bf16 else 'fp32'}", result), flush=True)
 
 
 def main() -> None:
