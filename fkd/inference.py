@@ -102,3 +102,20 @@ def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip:
         weights = ensemble_weights(ensemble_params, models_dir)
         return ensemble([averaged(k) for k in ensemble_params.members], weights)
     return averaged(kind)
+
+
+def check_fold_models(models_dir: str | Path, folds) -> None:
+    """Raise :class:`ModelFileError` when a model folder holds a file that is no fold's model of ``folds``.
+
+    ``evaluate`` and ``submit`` depend on the whole model folders, so DVC hashes every file in them into
+    ``dvc.lock``: a model of a fold that ``split.folds`` no longer trains is no stage's output, never
+    pushed, and a fresh clone would pull folders that disagree with ``dvc.lock``.
+    """
+    models_dir = Path(models_dir)
+    expected = {MODELS[kind].file(fold) for kind in MODELS for fold in folds}
+    stale = sorted(path for spec in MODELS.values() if (models_dir / spec.folder).is_dir()
+                   for path in (models_dir / spec.folder).iterdir()
+                   if path.name != ".gitignore" and path.relative_to(models_dir).as_posix() not in expected)
+    if stale:
+        raise ModelFileError(f"{stale[0]}: not a model of split.folds {list(folds)}, so no stage writes it, yet DVC would "
+                             f"hash it into dvc.lock with its folder; delete what no fold trains: rm -r {' '.join(map(str, stale))}")

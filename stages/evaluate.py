@@ -20,9 +20,10 @@ def main(argv: list[str]) -> None:
     p = load_params()
     from fkd.ensemble import save_weights
     from fkd.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
-    from fkd.inference import ensemble_weights, load_model_fn
+    from fkd.inference import check_fold_models, ensemble_weights, load_model_fn
     from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
 
+    check_fold_models(models_dir, p.split.folds)
     parts = [load_fold(split_dir, k, train_images=False) for k in p.split.folds]  # training labels only: the mean shape
     models = {kind: [load_model_fn(kind, models_dir, k) for k in p.split.folds] for kind in MODEL_NAMES}
     results, fitted = evaluate_models(models, parts, p.ensemble, p.evaluate.tta_flip)

@@ -15,11 +15,12 @@ from fkd.config import load_params
 def main(argv: list[str]) -> None:
     lookup_csv, prepared_dir, models_dir, split_metrics, out_csv = argv
     p = load_params()
-    from fkd.inference import load_predictor
+    from fkd.inference import check_fold_models, load_predictor
     from fkd.data import read_lookup
     from fkd.label_offset import read_offset
     from fkd.submit import experiment_message, predict_locations, scheme_b_images, write_submission
 
+    check_fold_models(models_dir, p.split.folds)
     label_offset_x = read_offset(split_metrics)
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fkd.config import ParamsError, load_params, parse_params, to_dict
 from fkd.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
@@ -173,3 +174,62 @@ def test_a_models_params_rerun_only_its_folds(fold_project):
     output = dvc_log("repro", "--force", "--single-item", "train_heatmap", cwd=repo)
     assert stages_run(output) == {f"train_heatmap@{k}" for k in FOLDS}, output
     assert dvc("status", cwd=repo, check=False).returncode == 0
+
+
+def test_a_model_of_a_fold_no_longer_trained_is_refused_naming_it(tmp_path):
+    from fkd.errors import ModelFileError
+    from fkd.inference import check_fold_models
+    from fkd.registry import MODELS
+
+    for spec in MODELS.values():
+        (tmp_path / spec.folder).mkdir()
+        (tmp_path / spec.folder / ".gitignore").write_text("/0\n")  # DVC's own, in git
+        for k in FOLDS:
+            (tmp_path / spec.file(k)).write_bytes(b"model")
+    check_fold_models(tmp_path, list(FOLDS))  # every file is a fold's model
+    with pytest.raises(ModelFileError) as err:
+        check_fold_models(tmp_path, [0])
+    message = str(err.value)
+    assert "\n" not in message and "split.folds [0]" in message
+    for spec in MODELS.values():
+        assert str(tmp_path / spec.file(1)) in message and str(tmp_path / spec.file(0)) not in message
+    (tmp_path / MODELS["resnet"].folder / "notes.txt").write_text("mine")
+    with pytest.raises(ModelFileError, match="notes.txt"):
+        check_fold_models(tmp_path, list(FOLDS))
+
+
+@pytest.mark.slow
+def test_shrinking_the_folds_keeps_dvc_lock_true_for_a_fresh_clone(fold_project, tmp_path):
+    import shutil
+
+    from fkd.registry import MODELS
+
+    repo = tmp_path / "project"
+    shutil.copytree(fold_project[0], repo, symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["split"]["folds"] = [0]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lock_before = (repo / "dvc.lock").read_text()
+    proc = dvc("repro", cwd=repo, check=False)
+    stale = [repo / "models" / spec.file(1) for spec in MODELS.values()]
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(str(path.relative_to(repo)) in errors[0] for path in stale), proc.stdout + proc.stderr
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["evaluate"] == yaml.safe_load(lock_before)["stages"]["evaluate"]
+    for path in stale + [repo / "models/cnn_adam/1.keras"]:
+        path.unlink()
+    dvc_log("repro", cwd=repo)
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "-d", "shared", str(remote), cwd=repo)
+    env = project_env()
+    run(["git", "add", "-A"], cwd=repo, env=env)
+    run(["git", "commit", "-qm", "one fold"], cwd=repo, env=env)
+    dvc("push", cwd=repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], cwd=tmp_path, env=env)
+    dvc("pull", cwd=clone)
+    status = dvc("status", cwd=clone)
+    assert "up to date" in status.stdout, status.stdout
+    output = dvc_log("repro", cwd=clone)
+    assert stages_run(output) == set(), output
+    assert run(["git", "status", "--porcelain"], cwd=clone, env=env).stdout == ""
