@@ -5,6 +5,7 @@ The pipeline's own sections are declared here, each model's in its folder
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -102,11 +103,26 @@ def parse_params(raw: dict) -> Params:
     return build(Params, raw)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats, as DVC (ruamel.yaml) reads and writes params.yaml: ``1e-5``, which
+    ``dvc exp run -S resnet.lr=1e-5`` writes, is a number, not YAML 1.1's string; so the schema takes no numbers from strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+
+
+def load_yaml(text: str):
+    """YAML text as :func:`yaml.safe_load` reads it, but with YAML 1.2's floats (``1e-4`` is a number), as DVC reads
+    ``params.yaml`` and ``-S key=value``."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params: {path} not found (run from the project root)") from None
     except yaml.YAMLError as exc:

@@ -6,6 +6,7 @@ and converted per row as small integers, never as Python objects or float64.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import mmap
 import os
@@ -29,6 +30,36 @@ class DataError(ValueError):
     """Bad input data; the message names the file, the row and the problem."""
 
 
+#: Byte-order marks of the encodings a spreadsheet may save a CSV in instead of UTF-8 (UTF-32's before UTF-16's,
+#: whose little-endian mark starts UTF-32's).
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def check_utf8(label: str, data: bytes, row: int = 0) -> None:
+    """:class:`DataError` naming the problem if ``data``, the text of file ``label`` from row ``row`` on (0: the
+    header), is not UTF-8; a UTF-8 byte-order mark is fine."""
+    def fail(problem: str) -> DataError:
+        return DataError(f"{label}: not UTF-8 text ({problem}); save it as UTF-8")
+
+    if row == 0:
+        for bom, name in _BOMS:
+            if data.startswith(bom):
+                raise fail(f"looks like {name}: it starts with a byte-order mark")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = row + data.count(b"\n", 0, nul)
+        raise fail(f"looks like UTF-16 or UTF-32: row {line} has NUL bytes between its characters")
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = row + data.count(b"\n", 0, exc.start)
+        raise fail(f"row {line} has byte 0x{data[exc.start]:02X}, which UTF-8 does not allow there; "
+                   "it may be Latin-1 or Windows-1252") from None
+
+
 def _lines(path: Path) -> tuple[list[str], list[bytes]]:
     """Header names and the data rows as bytes (read through mmap: rows are copied once, small)."""
     with open(path, "rb") as fh:
@@ -37,7 +68,8 @@ def _lines(path: Path) -> tuple[list[str], list[bytes]]:
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             end = mm.find(b"\n")
             end = len(mm) if end < 0 else end
-            header = mm[:end].decode("utf-8", errors="replace").strip().lstrip("\ufeff").split(",")
+            check_utf8(str(path), mm[:end])
+            header = mm[:end].decode("utf-8").strip().lstrip("\ufeff").split(",")
             rows, pos, size = [], end + 1, len(mm)
             while pos < size:
                 end = mm.find(b"\n", pos)
@@ -48,6 +80,9 @@ def _lines(path: Path) -> tuple[list[str], list[bytes]]:
         rows.pop()
     if not rows:
         raise DataError(f"{path}: no data rows after the header")
+    for i, row in enumerate(rows):
+        if not row.isascii() or b"\0" in row:  # Kaggle's rows are ASCII: only the odd row is looked at closer
+            check_utf8(str(path), row, i + 1)
     return [h.strip().strip('"') for h in header], rows
 
 
@@ -189,8 +224,10 @@ def read_lookup(path: str | Path, label: str | None = None) -> Lookup:
     path = Path(path)
     label = label or str(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        text = path.read_bytes()
+        check_utf8(label, text)
+        table = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{label}: cannot read the lookup table: {exc}") from None
     header = tuple(c.strip() for c in table.columns)
     if header != LOOKUP_HEADER:
@@ -233,7 +270,8 @@ def check_lookup(path: str | Path, test_ids: np.ndarray, label: str | None = Non
 
 
 def parse_raw(raw_dir: str | Path, out_dir: str | Path) -> dict:
-    """Parse training.csv and test.csv (and check IdLookupTable.csv) from ``raw_dir`` into .npy files in ``out_dir``; returns counts."""
+    """Parse training.csv and test.csv (and check IdLookupTable.csv) from ``raw_dir`` into .npy files in ``out_dir``;
+    returns counts, the training images' duplicates among them (:func:`duplicate_counts`)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     images, keypoints = parse_training_csv(raw_dir / TRAIN_FILE)
     test_images, test_ids = parse_test_csv(raw_dir / TEST_FILE)
@@ -243,7 +281,22 @@ def parse_raw(raw_dir: str | Path, out_dir: str | Path) -> dict:
     save_npy(out_dir / "train_keypoints.npy", keypoints)
     save_npy(out_dir / "test_images.npy", test_images)
     save_npy(out_dir / "test_ids.npy", test_ids)
-    return {"train_rows": len(images), "complete_rows": int(complete_mask(keypoints).sum()), "test_rows": len(test_images)}
+    return {"train_rows": len(images), "complete_rows": int(complete_mask(keypoints).sum()), "test_rows": len(test_images),
+            **duplicate_counts(duplicate_groups(images))}
+
+
+def duplicate_groups(images: np.ndarray) -> np.ndarray:
+    """For every row, the first row whose image is pixel-identical to its own (itself if none is): int64 (N,).
+
+    Kaggle's training.csv repeats some images; the split keeps each group of copies in one fold."""
+    first: dict[bytes, int] = {}
+    return np.array([first.setdefault(image.tobytes(), i) for i, image in enumerate(images)], dtype=np.int64)
+
+
+def duplicate_counts(groups: np.ndarray) -> dict[str, int]:
+    """``duplicate_groups``: images that occur more than once; ``duplicate_rows``: the rows holding them (all copies)."""
+    sizes = np.bincount(groups, minlength=len(groups))
+    return {"duplicate_groups": int((sizes > 1).sum()), "duplicate_rows": int(sizes[sizes > 1].sum())}
 
 
 @dataclass(frozen=True)
@@ -272,10 +325,19 @@ def split_indices(keypoints: np.ndarray, val_fraction: float, seed: int) -> tupl
     return train_rows, val_rows
 
 
-def fold_assignment(keypoints: np.ndarray, folds: int, val_fraction: float, seed: int) -> np.ndarray:
+def fold_assignment(keypoints: np.ndarray, folds: int, val_fraction: float, seed: int,
+                    groups: np.ndarray | None = None) -> np.ndarray:
     """The validation fold of every row (N,): with ``folds`` 1, 0 for a held-out ``val_fraction`` of the rows
     and -1 (training only) for the rest (:func:`split_indices`); with ``folds`` K > 1, 0..K-1 for K
-    near-equal folds. Both are seeded and stratified by label completeness."""
+    near-equal folds. Both are seeded and stratified by label completeness.
+
+    ``groups`` (:func:`duplicate_groups`) keeps rows together: every row then takes the fold of its group's
+    first row, so a duplicated image never sits on both sides. Without duplicates nothing moves."""
+    fold = _assign_folds(keypoints, folds, val_fraction, seed)
+    return fold if groups is None else fold[groups]
+
+
+def _assign_folds(keypoints: np.ndarray, folds: int, val_fraction: float, seed: int) -> np.ndarray:
     if folds == 1:
         _, val_rows = split_indices(keypoints, val_fraction, seed)
         fold = np.full(len(keypoints), -1, dtype=np.int64)
@@ -295,8 +357,8 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
                 label_offset_x: float = 0.0) -> dict:
     """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows, x moved
     by ``-label_offset_x`` onto the image features, see :mod:`fkd.label_offset`) and ``val_fold.npy``
-    (:func:`fold_assignment`); :func:`load_fold` reads a fold's two parts from them.
-    Returns the training and validation row counts of each fold."""
+    (:func:`fold_assignment`, pixel-identical images kept in one fold); :func:`load_fold` reads a fold's two parts
+    from them. Returns the training and validation row counts of each fold and :func:`duplicate_counts`."""
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     images = np.load(prepared_dir / "train_images.npy")
     keypoints = np.load(prepared_dir / "train_keypoints.npy")
@@ -304,19 +366,23 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
     if folds > 1 and len(keypoints) < 2 * folds:
         raise DataError(f"{source}: {len(keypoints)} rows cannot make {folds} folds (at least 2 rows per fold); "
                         "list fewer split.folds or use more training rows")
-    fold = fold_assignment(keypoints, folds, val_fraction, seed)
+    groups = duplicate_groups(images)
+    duplicates = duplicate_counts(groups)
+    fold = fold_assignment(keypoints, folds, val_fraction, seed, groups)
     counts = []
     for k in range(folds):
         n_val = int((fold == k).sum())
         for name, n in (("validation", n_val), ("training", len(fold) - n_val)):
             if n == 0:
-                raise DataError(f"{source}: split.val_fraction {val_fraction} of {len(keypoints)} rows leaves 0 {name} rows; "
-                                "change split.val_fraction or use more training rows")
+                together = (f" ({duplicates['duplicate_rows']} rows are copies of {duplicates['duplicate_groups']} images, "
+                            "each kept on one side)" if duplicates["duplicate_groups"] else "")
+                raise DataError(f"{source}: split.val_fraction {val_fraction} of {len(keypoints)} rows leaves 0 {name} rows"
+                                f"{together}; change split.val_fraction or use more training rows")
         counts.append({"train": len(fold) - n_val, "val": n_val})
     save_npy(out_dir / "images.npy", images)
     save_npy(out_dir / "keypoints.npy", shift_x(keypoints, -label_offset_x))
     save_npy(out_dir / "val_fold.npy", fold)
-    return {"folds": counts}
+    return {"folds": counts, **duplicates}
 
 
 def _fold_rows(split_dir: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,17 +8,21 @@ Sources (params ``data.source``):
 
 Kaggle's zip holds training.zip (-> training.csv), test.zip (-> test.csv), IdLookupTable.csv and
 SampleSubmission.csv; only the first three are kept. Every member is read to its end, which makes
-zipfile check its CRC, so a damaged or truncated archive is an error naming the file. Each CSV must
-carry Kaggle's header and at least one row; IdLookupTable.csv must name only keypoint columns and
-test.csv's ImageIds. Everything is built in a staging folder beside the output
-(``data/.raw.<pid>.<random>.tmp``) and renamed into place only after all checks passed: a failed
-run leaves no ``data/raw``. A run that was killed cannot remove its staging folder; the next run
-removes the staging folders whose process is gone.
+zipfile check its CRC, so a damaged or truncated archive is an error naming the file. Members that
+declare more than :data:`MAX_UNPACKED_BYTES` or a compression ratio beyond :data:`MAX_RATIO` (a zip
+bomb) are refused before any of their zip is unpacked, and no member is unpacked past
+:data:`MAX_UNPACKED_BYTES` whatever its header says. Each CSV must be UTF-8 and carry Kaggle's header
+and at least one row; IdLookupTable.csv must name only keypoint columns and test.csv's ImageIds. A
+``data.path`` that is a link must lead inside ``competition/`` (or into DVC's cache). Everything is
+built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``) and renamed into place
+only after all checks passed: a failed run leaves no ``data/raw``. A run that was killed cannot remove
+its staging folder; the next run removes the staging folders whose process is gone.
 """
 from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from fkd.cli import StageError
 from fkd.config import DataParams, ParamsError, SyntheticParams
-from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_lookup, read_test_ids
+from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_lookup, check_utf8, read_test_ids
 from fkd.kaggle_client import human_size
 from fkd.keypoints import COLUMNS
 
@@ -44,6 +48,12 @@ RAW_FILES: dict[str, tuple[str, ...]] = {
 INNER_ZIPS: dict[str, str] = {TRAIN_FILE: "training.zip", TEST_FILE: "test.zip"}
 #: What reading a damaged zip can raise (bad CRC, truncated deflate stream, unknown method, ...).
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError)
+#: Limits on what the members of one zip may unpack to, together. Kaggle's largest file is training.csv,
+#: ~228 MB; its pixel strings deflate ~3-5x. A zip bomb declares ~1000x (1 GiB from 1 MB).
+MAX_UNPACKED_BYTES = 1 << 30
+MAX_RATIO = 50
+#: A member smaller than this may compress better than MAX_RATIO (a test.csv of blank images): it is not held to it.
+RATIO_FREE_BYTES = 1 << 20
 
 
 def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path) -> dict[str, dict[str, int]]:
@@ -137,7 +147,31 @@ def resolve_local_path(path: str) -> Path:
             f"data.path: {path} does not exist (looked at {resolved}); set it to the competition zip "
             "(facial-keypoints-detection.zip) or to a folder holding its files"
         )
+    target = resolved.resolve()
+    if not any(target.is_relative_to(root) for root in _allowed_roots(target)):
+        raise ParamsError(
+            f"params: 'data.path' {path} is a link to {target}, outside {COMPETITION_DIR}/ where DVC versions the data: "
+            f"put the file itself there (cp --remove-destination {target} {path} && dvc add {path})"
+        )
     return resolved
+
+
+def _allowed_roots(target: Path) -> list[Path]:
+    """Where a link in :data:`COMPETITION_DIR` may lead: inside it, or into the DVC cache (``cache.type: symlink``)."""
+    roots = [Path.cwd().resolve() / COMPETITION_DIR]
+    if not target.is_relative_to(roots[0]):  # only then is DVC's config worth reading
+        dvc_dir = Path.cwd() / ".dvc"
+        roots.append((dvc_dir / "cache").resolve())
+        from dvc.config import Config
+        from dvc.exceptions import DvcException
+
+        try:
+            configured = Config(dvc_dir=str(dvc_dir))["cache"].get("dir")
+        except DvcException:  # an unreadable DVC config: the default cache only
+            configured = None
+        if configured:
+            roots.append(Path(configured).resolve())
+    return roots
 
 
 def unpack_local(path: Path, out_dir: Path) -> dict[str, str]:
@@ -160,20 +194,27 @@ def unpack_competition_zip(zip_path: str | Path, out_dir: str | Path, label: str
     label = label or str(zip_path)
     origins = {}
     with _open_zip(zip_path, label) as zf:
+        members = {}  # file -> (its member, whether that is the inner zip holding it)
         for name in RAW_FILES:
             member = _find_member(zf, name)
             if member is not None:
-                _extract(zf, member, out_dir / name, label)
-                origins[name] = f"{label}/{member.filename}"
+                members[name] = member, False
                 continue
             inner = INNER_ZIPS.get(name)
             inner_member = _find_member(zf, inner) if inner else None
             if inner_member is None:
                 raise DataError(f"{label}: missing {name}{f' (or {inner})' if inner else ''}; the zip holds: {_listing(zf.namelist())}")
-            tmp = out_dir / f".{inner}"
+            members[name] = inner_member, True
+        _check_sizes([member for member, _ in members.values()], label)
+        for name, (member, is_inner) in members.items():
+            if not is_inner:
+                _extract(zf, member, out_dir / name, label)
+                origins[name] = f"{label}/{member.filename}"
+                continue
+            tmp = out_dir / f".{INNER_ZIPS[name]}"
             try:
-                _extract(zf, inner_member, tmp, label)
-                origins[name] = _from_inner_zip(tmp, name, out_dir / name, f"{label}/{inner_member.filename}")
+                _extract(zf, member, tmp, label)
+                origins[name] = _from_inner_zip(tmp, name, out_dir / name, f"{label}/{member.filename}")
             finally:
                 tmp.unlink(missing_ok=True)
     return origins
@@ -227,6 +268,7 @@ def check_csv(path: Path, expected: tuple[str, ...], label: str) -> None:
         first_row = fh.readline(1 << 16)
     if not header.strip():
         raise DataError(f"{label}: the file is empty")
+    check_utf8(label, header)
     found = tuple(c.strip().strip('"') for c in header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(","))
     if found != expected:
         shown = ", ".join(expected) if len(expected) <= 4 else f"{expected[0]}, {expected[1]}, ..., {expected[-1]}"
@@ -275,13 +317,40 @@ def _find_member(zf: zipfile.ZipFile, name: str) -> zipfile.ZipInfo | None:
     return min(matches, key=lambda info: info.filename.count("/")) if matches else None
 
 
+def _check_sizes(members: list[zipfile.ZipInfo], label: str) -> None:
+    """Refuse, before any is unpacked, members whose headers declare more than :data:`MAX_UNPACKED_BYTES`
+    (alone or together) or a compression ratio beyond :data:`MAX_RATIO`."""
+    limits = f"far beyond the real competition files (allowed: {human_size(MAX_UNPACKED_BYTES)}, {MAX_RATIO}x)"
+    for m in members:
+        ratio = m.file_size / m.compress_size if m.compress_size else math.inf
+        if m.file_size > MAX_UNPACKED_BYTES or (m.file_size > RATIO_FREE_BYTES and ratio > MAX_RATIO):
+            raise DataError(f"{label}: {m.filename} would unpack to {human_size(m.file_size)} from {human_size(m.compress_size)} "
+                            f"({ratio:.0f}x), {limits}: refused as a possible zip bomb; get the zip again from Kaggle")
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNPACKED_BYTES:
+        raise DataError(f"{label}: {', '.join(m.filename for m in members)} would unpack to {human_size(total)} together, "
+                        f"{limits}: refused as a possible zip bomb; get the zip again from Kaggle")
+
+
 def _extract(zf: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, label: str) -> None:
-    """Copy one member out, reading it to the end so that zipfile checks its CRC."""
+    """Copy one member out, reading it to the end so that zipfile checks its CRC, and never past
+    :data:`MAX_UNPACKED_BYTES` (whatever its header declared); a failed copy leaves no ``dest``."""
     try:
         with zf.open(member) as src, open(dest, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+            written = 0
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > MAX_UNPACKED_BYTES:
+                    raise DataError(f"{label}: {member.filename} unpacks to more than {human_size(MAX_UNPACKED_BYTES)} "
+                                    f"(its header declares {human_size(member.file_size)}): refused as a possible zip bomb; "
+                                    "get the zip again from Kaggle")
+                dst.write(chunk)
     except ZIP_ERRORS as exc:
+        dest.unlink(missing_ok=True)
         raise DataError(f"{label}: {member.filename} is damaged ({exc}); get the file again") from None
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 def _from_inner_zip(inner_zip: Path, name: str, dest: Path, label: str) -> str:
@@ -289,6 +358,7 @@ def _from_inner_zip(inner_zip: Path, name: str, dest: Path, label: str) -> str:
         member = _find_member(zf, name)
         if member is None:
             raise DataError(f"{label}: missing {name}; the zip holds: {_listing(zf.namelist())}")
+        _check_sizes([member], label)
         _extract(zf, member, dest, label)
     return f"{label}/{member.filename}"
 

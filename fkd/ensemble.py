@@ -257,6 +257,19 @@ def save_weights(path: str | Path, members: list[str], weights: np.ndarray, **ex
     save_json(path, doc)
 
 
+def _not_a_number(value, where: str, depth: int = 0) -> str | None:
+    """The first entry of a weights value (a number, or lists of them two deep) that is not a real number
+    (a string, true/false, null, ...), said as a problem; None if there is none. Shapes are checked later."""
+    if isinstance(value, list) and depth < 2:
+        return next((p for i, v in enumerate(value) if (p := _not_a_number(v, f"{where}[{i}]", depth + 1))), None)
+    if isinstance(value, bool):
+        return f"'{where}' is {json.dumps(value)}: weights must be numbers, not true/false"
+    if isinstance(value, (int, float)):
+        return None
+    shown = f"the string {json.dumps(value)}" if isinstance(value, str) else "null" if value is None else f"a {type(value).__name__}"
+    return f"'{where}' is {shown:.80}, not a number"
+
+
 def load_weights(path: str | Path, expected_members: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
     """Members and weights ((M,) or (M, 17)) from a file of :func:`save_weights`.
 
@@ -292,12 +305,13 @@ def load_weights(path: str | Path, expected_members: Sequence[str] | None = None
     if expected_members is not None and list(members) != list(expected_members):
         raise fail(f"weights are for members {members}, but the ensemble has {list(expected_members)}: refit the weights")
     raw = doc["weights"]
+    problem = _not_a_number(raw, "weights")
+    if problem:
+        raise fail(problem)
     try:
         w = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise fail(f"'weights' must be a list of numbers or of {N_EXTENDED}-number lists, got {raw!r:.200}") from None
-    if any(isinstance(v, bool) for v in np.asarray(raw, dtype=object).ravel()):
-        raise fail("'weights' must be numbers, not true/false")
     try:
         w = _check_weights(w, len(members))
     except ValueError as exc:

@@ -129,12 +129,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"params: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
-        # YAML reads 1e-4 (no dot) as a string; accept it when it parses as a number.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ParamsError(f"params: '{key}' must be a number, got {value!r}") from None
+        # A number in quotes is a string: refused, not read (fkd.config's loader reads 1e-4 as a number).
+        if isinstance(value, str) and _is_number(value):
+            raise ParamsError(f"params: '{key}' must be a number, got the string {value!r}: write it without quotes")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"params: '{key}' must be a number, got {value!r}")
         if not math.isfinite(value):
@@ -147,12 +144,23 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported type {tp} for {key}")  # a bug in the schema, not in params
 
 
+def _is_number(text: str) -> bool:
+    """Whether ``text`` reads as a finite number (``"1.5"``; ``"inf"`` and ``"nan"`` are not: YAML's are ``.inf``, ``.nan``)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _same_kind(value: Any, tp: Any) -> bool:
-    """Whether ``value`` is a list for a list type or a number for a number type (not a literal's alternative)."""
+    """Whether ``value`` is a list for a list type or a number (or a number in quotes) for a number type
+    (not a literal's alternative)."""
     if typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
     if typing.get_origin(tp) is tuple:
         return isinstance(value, (list, tuple))
+    if tp is float and isinstance(value, str):
+        return _is_number(value)
     return tp in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

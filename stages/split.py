@@ -1,5 +1,6 @@
-"""split: data/prepared -> data/split/{images,keypoints,val_fold}.npy (each row's validation fold; the labels
-moved onto the image features by data.label_offset_x, see fkd/label_offset.py) + METRICS_JSON (the offset used).
+"""split: data/prepared -> data/split/{images,keypoints,val_fold}.npy (each row's validation fold, copies of one
+image in one fold; the labels moved onto the image features by data.label_offset_x, see fkd/label_offset.py)
++ METRICS_JSON (the offset used, and how many images occur more than once and in how many rows).
 
 Usage: python -m stages.split PREPARED_DIR OUT_DIR METRICS_JSON
 """
@@ -16,9 +17,12 @@ def main(argv: list[str]) -> None:
     p = params.split
     offset, faces = resolve_offset(params.data.label_offset_x, prepared_dir)
     counts = write_split(prepared_dir, out_dir, p.val_fraction, p.seed, folds=len(p.folds), label_offset_x=offset)
-    save_json(metrics_json, {"label_offset_x": offset, "label_offset_faces": faces})
+    save_json(metrics_json, {"label_offset_x": offset, "label_offset_faces": faces,
+                             "duplicate_groups": counts["duplicate_groups"], "duplicate_rows": counts["duplicate_rows"]})
     log.info("split: the labels sit %+.2f px in x from the image features (%s); moved onto them", offset,
              f"estimated from the eye centres of {faces} faces" if faces else "data.label_offset_x")
+    log.info("split: %d images occur more than once, in %d rows; each image's copies are in one fold",
+             counts["duplicate_groups"], counts["duplicate_rows"])
     for k, fold in enumerate(counts["folds"]):
         log.info("split: fold %d of %d: %d train, %d validation rows", k, len(p.folds), fold["train"], fold["val"])
 

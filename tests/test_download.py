@@ -68,13 +68,14 @@ def _in_tmp_project(tmp_path, monkeypatch):
 
 
 def local(path) -> DataParams:
-    """Params of a local source: ``path`` linked into ``competition/`` of the current folder (where data.path must be)."""
+    """Params of a local source: ``path`` copied into ``competition/`` of the current folder (where data.path must be;
+    a link out of it is refused)."""
     path = Path(path)
-    link = Path("competition") / path.name
-    if path.exists() and not link.exists():
-        link.parent.mkdir(exist_ok=True)
-        link.symlink_to(path.resolve())
-    return DataParams(source="local", path=str(link), competition=COMPETITION, label_offset_x="auto")
+    copy = Path("competition") / path.name
+    if path.exists() and not copy.exists():
+        copy.parent.mkdir(exist_ok=True)
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)
+    return DataParams(source="local", path=str(copy), competition=COMPETITION, label_offset_x="auto")
 
 
 @pytest.mark.parametrize("path", ["/abs/facial-keypoints-detection.zip", "../shared/x.zip", "data/x.zip", "competition/../x.zip"])
