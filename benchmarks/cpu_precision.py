@@ -76,7 +76,7 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
         for bf16 in (False, True):
             p = dataclasses.replace(getattr(params, name), epochs=epochs, cpu_bf16=bf16, device="cpu", threads=threads)
             with tempfile.TemporaryDirectory() as tmp:
-                result = MODELS[name].fit(train, val, dataclasses.replace(params, **{name: p}), Path(tmp) / "m.pt")
+                result = MODELS[name].fit(train, val, dataclasses.replace(params, **{name: p}), Path(tmp) / f"m{MODELS[name].suffix}")
             print(accuracy_line(f"{name:8s} {'bf16' if bf16 else 'fp32'}", result), flush=True)
 
 

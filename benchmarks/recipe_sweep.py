@@ -21,11 +21,10 @@ from fkd.inference import with_flip_tta
 from fkd.keypoints import N_EXTENDED
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
-from fkd.torch_nn import load_checkpoint_fn
 from fkd.torch_train import train_torch
 
-#: arch -> the function that builds its network from an architecture dict
-BUILD = {resnet.ARCH: resnet.build, heatmap.ARCH: heatmap.build}
+#: arch -> its network module (``build`` from an architecture dict, ``load_model_fn`` of a saved file)
+NETWORKS = {resnet.ARCH: resnet, heatmap.ARCH: heatmap}
 
 
 def heatmap_config(widths=(32, 64, 128, 256), blocks=1, decoder=64, stride=2) -> dict:
@@ -58,7 +57,7 @@ def params_with(overrides: dict):
 def speed(config: dict, threads: int, steps: int = 6, batch: int = 32) -> float:
     """Training img/s of one architecture (forward + backward + AdamW step) on the CPU."""
     torch.set_num_threads(threads)
-    model = BUILD[config["arch"]](config)
+    model = NETWORKS[config["arch"]].build(config)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.rand(batch, 1, 96, 96), torch.rand(batch, config["n_outputs"])
     for i in range(steps + 2):
@@ -95,11 +94,11 @@ def main() -> None:
         p = params_with(overrides)
         config = config or resnet.architecture(p)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "m.pt"
+            path = Path(tmp) / "m.safetensors"
             start = time.perf_counter()
-            result = train_torch(train, val, p, config, BUILD[config["arch"]], path, None)
+            result = train_torch(train, val, p, config, NETWORKS[config["arch"]].build, path, None)
             seconds = time.perf_counter() - start
-            fn = load_checkpoint_fn(path, config["arch"], BUILD[config["arch"]], "cuda" if torch.cuda.is_available() else "cpu")
+            fn = NETWORKS[config["arch"]].load_model_fn(path, "cuda" if torch.cuda.is_available() else "cpu")
             tta = score(with_flip_tta(fn)(val.images), val.keypoints)["rmse"]
         row = {"name": name, "val_rmse": round(result.best_val_rmse, 4), "val_rmse_tta": round(tta, 4), "best_epoch": result.best_epoch,
                "epochs": p.epochs, "seconds": round(seconds, 1), "img_s": round(result.images_per_second, 1), "device": result.device}

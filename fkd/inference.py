@@ -72,6 +72,8 @@ def load_model_fn(kind: str, models_dir: str | Path = "models", fold: int = 0) -
                              f"of fold {fold} (the folds are params split.folds)")
     try:
         return MODELS[kind].load(path)
+    except ModelFileError:
+        raise  # the loader's own one line already names the file and what to do
     except Exception as exc:  # any loader, any format: truncated, damaged or not a model at all
         why = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
         raise ModelFileError(f"{path}: cannot load the {kind} model ({why}); "

@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m fkd.predict", description=__doc__.split("\n\n")[1].replace("\n", " "))
     ap.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="image files, or folders of them (not searched recursively)")
     ap.add_argument("--model", choices=[*MODEL_NAMES, "ensemble"], help="default: params.yaml submit.model")
-    ap.add_argument("--models", default="models", help="folder with the trained models, resnet/0.pt ... (default: models; every fold of split.folds is averaged)")
+    ap.add_argument("--models", default="models", help="folder with the trained models, resnet/0.safetensors ... (default: models; every fold of split.folds is averaged)")
     ap.add_argument("--params", default="params.yaml", help="params file (default model, ensemble weights, flip TTA)")
     ap.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     ap.add_argument("--box", action="append", type=_box, metavar="x,y,w,h",

@@ -72,8 +72,8 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("resnet", "resnet", ".pt", _resnet),
-    ModelSpec("heatmap", "heatmap", ".pt", _heatmap),
+    ModelSpec("resnet", "resnet", ".safetensors", _resnet),
+    ModelSpec("heatmap", "heatmap", ".safetensors", _heatmap),
     ModelSpec("cnn", "cnn_sgd", ".keras", _cnn),  # phase 2's models
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)

@@ -1,5 +1,5 @@
 """The training loop every torch model shares: data kept on the device, batched augmentation, masked
-loss, early stopping on val RMSE, dvclive logging, the best epoch saved byte-stably."""
+loss, early stopping on val RMSE, dvclive logging, the best epoch saved byte-stably (safetensors)."""
 from __future__ import annotations
 
 import logging
@@ -14,10 +14,9 @@ import torch
 
 from fkd.augment import augment_batch
 from fkd.data import Part
-from fkd.io import save_torch
 from fkd.keypoints import training_targets
-from fkd.schema import ParamsError, to_dict
-from fkd.torch_nn import CENTRE, masked_mse, to_pixels
+from fkd.schema import ParamsError
+from fkd.torch_nn import CENTRE, masked_mse, save_checkpoint, to_pixels
 from fkd.torch_params import TorchTrainParams
 from fkd.train_result import TrainResult, cpu_has_native_bf16
 
@@ -100,8 +99,8 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
 def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
                 model_path: str | Path, live=None) -> TrainResult:
     """Train the network ``build(config)`` (``config``: its architecture dict, saved with it) on ``train``, early-stop on ``val`` RMSE, and save
-    the best epoch's weights to ``model_path`` (once, at the end; nothing is written if no epoch gave a
-    finite val RMSE: :class:`fkd.train_result.TrainingError`).
+    the best epoch's weights to ``model_path`` as safetensors (:func:`fkd.torch_nn.save_checkpoint`; once, at the end; nothing is
+    written if no epoch gave a finite val RMSE: :class:`fkd.train_result.TrainingError`).
 
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
     """
@@ -176,6 +175,5 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     best.train_seconds = train_time
     best.images_per_second = seen / train_time if train_time else 0.0
     best.check(f"training {config['arch']}")
-    save_torch(model_path, {"state_dict": best_state, "config": config, "params": to_dict(p), "val_rmse": best.best_val_rmse,
-                            "epoch": best.best_epoch})
+    save_checkpoint(model_path, best_state, config)
     return best

@@ -1,4 +1,4 @@
-"""train_heatmap: data/split, fold K -> models/heatmap/K.pt + dvclive metrics (heatmap regression, soft-argmax).
+"""train_heatmap: data/split, fold K -> models/heatmap/K.safetensors + dvclive metrics (heatmap regression, soft-argmax).
 
 Usage: python -m stages.train_heatmap SPLIT_DIR FOLD MODEL_PATH METRICS_DIR
 """

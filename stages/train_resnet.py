@@ -1,4 +1,4 @@
-"""train_resnet: data/split, fold K -> models/resnet/K.pt + dvclive metrics.
+"""train_resnet: data/split, fold K -> models/resnet/K.safetensors + dvclive metrics.
 
 Usage: python -m stages.train_resnet SPLIT_DIR FOLD MODEL_PATH METRICS_DIR
 """

@@ -246,7 +246,7 @@ def tiny_params_file(dest: Path, overrides: dict | None = None) -> Path:
 
 
 def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Path:
-    """Fold 0's models/resnet/0.pt and heatmap/0.pt (one tiny epoch each) and, with ``cnn``, an untrained tiny
+    """Fold 0's models/resnet/0.safetensors and heatmap/0.safetensors (one tiny epoch each) and, with ``cnn``, an untrained tiny
     models/cnn_sgd/0.keras."""
     from fkd.models.heatmap.train import train as train_heatmap
     from fkd.models.resnet.train import train as train_resnet
@@ -254,8 +254,8 @@ def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Pat
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
     p = parse_params(raw)
-    train_resnet(*load_fold(split_dir), p.resnet, models_dir / "resnet/0.pt")
-    train_heatmap(*load_fold(split_dir), p.heatmap, models_dir / "heatmap/0.pt")
+    train_resnet(*load_fold(split_dir), p.resnet, models_dir / "resnet/0.safetensors")
+    train_heatmap(*load_fold(split_dir), p.heatmap, models_dir / "heatmap/0.safetensors")
     if cnn:
         from fkd.models.cnn.network import build_model, n_outputs, save_model
 

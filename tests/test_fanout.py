@@ -31,8 +31,8 @@ PIPELINE = ROOT / ".github" / "workflows" / "pipeline.yml"
 TRAINERS = {"train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: each group's one stage
 DATA_STAGES = {"download", "parse", "split"}
 DEFAULT_UNITS = ["train_resnet", "train_heatmap", "train_cnn_sgd"]  # train_cnn_sgd brings train_cnn_adam
-OUTPUTS = ("submission.csv", "models/resnet/0.pt", "models/heatmap/0.pt", "models/cnn_adam/0.keras", "models/cnn_sgd/0.keras",
-           "models/ensemble.json")
+OUTPUTS = ("submission.csv", "models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_adam/0.keras",
+           "models/cnn_sgd/0.keras", "models/ensemble.json")
 PREFIX = "fanout"  # the remote's folder in the bucket
 SWEEP_SETTING = "resnet.lr=0.002"  # not the base value: the sweep unit trains one model, restores the rest
 

@@ -153,7 +153,7 @@ def test_every_training_stage_runs_once_per_fold_and_evaluate_is_out_of_fold(fol
     repo, output = fold_project
     assert stages_run(output) == ({"download", "parse", "split", "evaluate", "submit"}
                                   | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
-    for model in ("resnet/{}.pt", "heatmap/{}.pt", "cnn_adam/{}.keras", "cnn_sgd/{}.keras"):
+    for model in ("resnet/{}.safetensors", "heatmap/{}.safetensors", "cnn_adam/{}.keras", "cnn_sgd/{}.keras"):
         assert all((repo / "models" / model.format(k)).is_file() for k in FOLDS)
     # out-of-fold: every labelled coordinate of every training row is scored exactly once
     labelled = to_extended(np.load(repo / "data/prepared/train_keypoints.npy"))

@@ -213,16 +213,16 @@ def test_detected_duplicates_converge_to_one_face():
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> Path:
-    """An untrained, tiny resnet/0.pt: real loading and prediction, arbitrary keypoints."""
+    """An untrained, tiny resnet/0.safetensors: real loading and prediction, arbitrary keypoints."""
     import torch
 
     from fkd.models.resnet.network import build as build_model
+    from fkd.torch_nn import save_checkpoint
 
     torch.manual_seed(0)
-    config = {"n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}
+    config = {"arch": "resnet", "n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}
     out = tmp_path_factory.mktemp("models")
-    (out / "resnet").mkdir()
-    torch.save({"state_dict": build_model(config).state_dict(), "config": config}, out / "resnet/0.pt")
+    save_checkpoint(out / "resnet/0.safetensors", build_model(config).state_dict(), config)
     return out
 
 
@@ -304,7 +304,7 @@ def test_command_with_boxes_and_without_detection(tmp_path, tiny_models, capsys,
 
 def test_command_reports_missing_models(tmp_path):
     proc = predict_cli(tmp_path, "--box", "0,0,10,10", "--out", tmp_path / "o", models=tmp_path / "empty")
-    assert proc.returncode == 2 and "resnet/0.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "resnet/0.safetensors" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def declared_size_png(path: Path, width: int, height: int) -> Path:
@@ -360,15 +360,15 @@ def test_out_naming_a_file_is_one_line_and_writes_nothing(tmp_path, tiny_models,
 def test_truncated_model_file_is_one_line_naming_it(tmp_path, tiny_models, capsys, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
-    whole = (tiny_models / "resnet/0.pt").read_bytes()
+    whole = (tiny_models / "resnet/0.safetensors").read_bytes()
     (models / "resnet").mkdir()
-    (models / "resnet/0.pt").write_bytes(whole[: len(whole) // 2])
+    (models / "resnet/0.safetensors").write_bytes(whole[: len(whole) // 2])
     Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
     proc = predict_here(capsys, monkeypatch, tmp_path / "astronaut.png", "--box", "170,60,100,100", "--out", tmp_path / "out",
                         models=models)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: {models / 'resnet/0.pt'}: cannot load the resnet model (")
+    assert line.startswith(f"error: {models / 'resnet/0.safetensors'}: cannot load the resnet model (")
     assert "dvc repro" in line
     assert not (tmp_path / "out").exists()
 

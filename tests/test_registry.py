@@ -55,17 +55,17 @@ def test_unknown_model_name_is_a_params_error():
 
 
 def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
-    from fkd.io import save_torch
     from fkd.models.heatmap import network as heatmap
     from fkd.models.resnet import network as resnet
+    from fkd.torch_nn import save_checkpoint
 
     p = load_params(ROOT / "params.yaml")
     config = heatmap.architecture(p.heatmap)
-    save_torch(tmp_path / "heatmap.pt", {"state_dict": heatmap.build(config).state_dict(), "config": config})
-    with pytest.raises(ModelFileError, match=r"heatmap.pt: holds a 'heatmap' network, expected 'resnet'"):
-        resnet.load_model_fn(tmp_path / "heatmap.pt")
+    save_checkpoint(tmp_path / "heatmap.safetensors", heatmap.build(config).state_dict(), config)
+    with pytest.raises(ModelFileError, match=r"heatmap.safetensors: holds a 'heatmap' network, expected 'resnet'"):
+        resnet.load_model_fn(tmp_path / "heatmap.safetensors")
     torch.manual_seed(0)
-    pred = heatmap.load_model_fn(tmp_path / "heatmap.pt")(np.zeros((2, 96, 96), np.uint8))
+    pred = heatmap.load_model_fn(tmp_path / "heatmap.safetensors")(np.zeros((2, 96, 96), np.uint8))
     assert pred.shape == (2, 34) and np.isfinite(pred).all()
 
 

@@ -20,7 +20,8 @@ BUCKET = "fkd-dvc-cache"
 #: Dummy credentials for the loopback S3 server; kept in .dvc/config.local, as a user keeps real ones.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
 TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")  # one fold: <stage>@0, metrics/<stage>/0/
-MODELS = ("models/resnet/0.pt", "models/heatmap/0.pt", "models/cnn_adam/0.keras", "models/cnn_sgd/0.keras", "models/ensemble.json")
+MODELS = ("models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_adam/0.keras", "models/cnn_sgd/0.keras",
+          "models/ensemble.json")
 
 
 def sha256(path: Path) -> str:
@@ -118,7 +119,7 @@ def test_repro_pull_trains_nothing(trained, tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc_log("repro", "--pull", cwd=repo)
     assert stages_run(output) == {"evaluate", "submit"}, output
-    for path in ("models/resnet/0.pt", "models/heatmap/0.pt", "models/cnn_sgd/0.keras"):
+    for path in ("models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_sgd/0.keras"):
         assert sha256(repo / path) == sha256(trained / path), path
 
 

@@ -1,6 +1,6 @@
 """Byte-for-byte reproducible: the same code, params and data give the same bytes, so dvc.lock tells the truth.
 
-* Model files: ``fkd.io.save_torch`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
+* Model files: ``fkd.torch_nn.save_checkpoint`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
   whatever the file name, the time of day, or the process (object addresses) that saved it.
 * The pipeline: after ``dvc repro`` and a commit, a second ``dvc repro`` runs nothing and changes nothing;
   wiping the cache and every output and reproducing from scratch leaves ``git status`` clean (dvc.lock,
@@ -52,8 +52,8 @@ def assert_same_bytes(a: Path, b: Path) -> None:
 # --- torch ------------------------------------------------------------------------------------
 
 
-def tiny_resnet_checkpoint() -> dict:
-    """A checkpoint shaped like train_torch's (state dict, config, params), of a tiny seeded network."""
+def tiny_resnet_checkpoint() -> tuple[dict, dict]:
+    """The state dict and architecture dict of a tiny seeded ResNet, as train_torch saves them."""
     import torch
 
     from fkd.config import load_params, parse_params, to_dict
@@ -61,27 +61,25 @@ def tiny_resnet_checkpoint() -> dict:
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
-    p = parse_params(raw).resnet
-    config = architecture(p)
+    config = architecture(parse_params(raw).resnet)
     torch.manual_seed(0)
-    model = build(config)
-    return {"state_dict": model.state_dict(), "config": config, "params": to_dict(p), "val_rmse": 3.25, "epoch": 1}
+    return build(config).state_dict(), config
 
 
-def test_save_torch_gives_the_same_bytes_under_any_file_name(tmp_path):
-    from fkd.io import save_torch
+def test_save_checkpoint_gives_the_same_bytes_under_any_file_name(tmp_path):
     from fkd.models.resnet.network import load_model_fn
+    from fkd.torch_nn import save_checkpoint
 
-    ckpt = tiny_resnet_checkpoint()
-    a, b = tmp_path / "a" / "resnet.pt", tmp_path / "b" / "other_name.pt"
-    save_torch(a, ckpt)
-    time.sleep(1.1)  # a zip timestamp, if any, would differ
-    save_torch(b, ckpt)
+    state, config = tiny_resnet_checkpoint()
+    a, b = tmp_path / "a" / "resnet.safetensors", tmp_path / "b" / "other_name.safetensors"
+    save_checkpoint(a, state, config)
+    time.sleep(1.1)  # a timestamp, if any, would differ
+    save_checkpoint(b, state, config)
     assert_same_bytes(a, b)
 
     images = np.random.default_rng(0).integers(0, 256, (3, 96, 96), dtype=np.uint8)
     np.testing.assert_array_equal(load_model_fn(a)(images), load_model_fn(b)(images))
-    assert not list(a.parent.glob(".*.tmp*")), "save_torch left its temporary file behind"
+    assert not list(a.parent.glob(".*.tmp*")), "save_checkpoint left its temporary file behind"
 
 
 # --- keras ------------------------------------------------------------------------------------

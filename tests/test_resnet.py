@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from fkd.augment import augment_batch
 from fkd.config import load_params, parse_params, to_dict
@@ -89,13 +90,13 @@ def test_rotation_moves_keypoints_with_the_image_and_drops_points_that_leave():
 def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
-    first = train_resnet(train, val, p, tmp_path / "a.pt")
-    second = train_resnet(train, val, p, tmp_path / "b.pt")
+    first = train_resnet(train, val, p, tmp_path / "a.safetensors")
+    second = train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert first.best_val_rmse == second.best_val_rmse and np.isfinite(first.best_val_rmse)
-    ckpt = torch.load(tmp_path / "a.pt", weights_only=False)
-    assert ckpt["config"]["n_outputs"] == 30 and ckpt["config"]["widths"] == [8, 16]
-    assert ckpt["params"]["optimizer"] == "adam" and ckpt["params"]["schedule"] == "step"
-    pred = load_model_fn(tmp_path / "a.pt")(val.images[:3])
+    with safe_open(tmp_path / "a.safetensors", framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    assert config["n_outputs"] == 30 and config["widths"] == [8, 16]
+    pred = load_model_fn(tmp_path / "a.safetensors")(val.images[:3])
     assert pred.shape == (3, 34) and np.isfinite(pred).all()
 
 
@@ -104,7 +105,7 @@ def test_stage_runs_through_dvc_repro(project):
     metrics = json.loads((project / "metrics/train_resnet/0/metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["device"] == "cpu" and metrics["best_val_rmse"] > 0
     assert (project / "metrics/train_resnet/0/plots/metrics/val_rmse.tsv").exists()
-    assert (project / "models/resnet/0.pt").exists()
+    assert (project / "models/resnet/0.safetensors").exists()
     assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=project).stdout
 
 
@@ -113,15 +114,15 @@ def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(
 
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")
-    first = train_resnet(train, val, p, tmp_path / "a.pt")
-    second = train_resnet(train, val, p, tmp_path / "b.pt")
+    first = train_resnet(train, val, p, tmp_path / "a.safetensors")
+    second = train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert first.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # emulated bf16 is slower: fp32 there
-    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
-    fp32 = train_resnet(train, val, tiny_resnet_params(epochs=2, device="cpu"), tmp_path / "fp32.pt")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    fp32 = train_resnet(train, val, tiny_resnet_params(epochs=2, device="cpu"), tmp_path / "fp32.safetensors")
     assert fp32.precision == "fp32" and "precision" in fp32.metrics()
     if cpu_has_native_bf16():
-        assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "fp32.pt").read_bytes()
-    pred = load_model_fn(tmp_path / "a.pt")(val.images[:3])  # a bf16-trained model predicts in fp32 like any other
+        assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "fp32.safetensors").read_bytes()
+    pred = load_model_fn(tmp_path / "a.safetensors")(val.images[:3])  # a bf16-trained model predicts in fp32 like any other
     assert pred.shape == (3, 34) and np.isfinite(pred).all()
 
 
@@ -131,7 +132,7 @@ def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
     with pytest.raises(TrainingError, match=r"training resnet: no finite validation RMSE in 2 epochs .*no model was written"):
-        train_resnet(train, val, p, tmp_path / "a.pt")
+        train_resnet(train, val, p, tmp_path / "a.safetensors")
     assert not list(tmp_path.iterdir())
 
 
@@ -139,10 +140,10 @@ def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
     """The same run saved under two names gives the same bytes (torch names archive records after the file)."""
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2)
-    train_resnet(train, val, p, tmp_path / "a.pt")
-    train_resnet(train, val, p, tmp_path / "other_name.pt")
-    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other_name.pt").read_bytes()
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.pt", "other_name.pt"]  # no temporary file left
+    train_resnet(train, val, p, tmp_path / "a.safetensors")
+    train_resnet(train, val, p, tmp_path / "other_name.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "other_name.safetensors").read_bytes()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.safetensors", "other_name.safetensors"]  # no temporary file left
 
 
 def test_heatmap_network_decodes_coordinates_by_soft_argmax():
@@ -175,5 +176,5 @@ def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
     p = parse_params(raw).heatmap
     train, val = load_fold(split_dir)
     with pytest.raises(ParamsError, match=r"'heatmap.device' is cuda but no CUDA device is available"):
-        train_heatmap(train, val, p, tmp_path / "h.pt")
+        train_heatmap(train, val, p, tmp_path / "h.safetensors")
     assert not list(tmp_path.iterdir())

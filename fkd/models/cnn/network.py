@@ -13,6 +13,7 @@ import fkd.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets
 
 import io
 import json
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from fkd.data import IMAGE_SIZE
+from fkd.errors import ModelFileError
 from fkd.io import save_bytes
 from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, widen_to_extended
 from fkd.models.cnn.params import CnnParams
@@ -160,9 +162,35 @@ def stable_keras_archive(data: bytes) -> bytes:
 # --- inference -------------------------------------------------------------------------------
 
 
+def load_keras(path: str | Path) -> keras.Model:
+    """A saved ``.keras`` model, uncompiled, in Keras' safe mode: nothing in the file runs (a ``Lambda`` layer's
+    Python code is refused). A file Keras refuses or cannot read is a one-line :class:`ModelFileError` naming it."""
+    path = Path(path)
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, OSError, KeyError, ... for damaged or refused files
+        fold_stage = path.stem.isdigit() and path.parent.name in ("cnn_adam", "cnn_sgd")
+        retrain = f"`dvc repro train_{path.parent.name}@{path.stem}`" if fold_stage else "`dvc repro`"
+        raise ModelFileError(f"{path}: cannot load the cnn model ({keras_reason(exc)}); "
+                             f"rebuild it with {retrain} (or fetch it with `dvc pull`)") from exc
+
+
+def keras_reason(exc: Exception, limit: int = 200) -> str:
+    """The whole sentences of the first line of ``exc``'s message that fit in ``limit`` characters (at least the first
+    one): Keras' reasons are long, and its last sentence tells how to turn safe mode off, which is not for a pipeline."""
+    line = (str(exc).strip().splitlines() or [""])[0].strip()
+    sentences = re.split(r"(?<=[.!?])\s+", line)
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > limit:
+            break
+        kept += " " + sentence
+    return kept.rstrip(".") or type(exc).__name__
+
+
 def load_model_fn(path: str | Path):
     """Model function of a saved CNN: uint8 images (N, 96, 96) -> keypoints (N, 34) in pixels."""
-    model = keras.models.load_model(path, compile=False)
+    model = load_keras(path)
     outputs = model.output_shape[-1]
 
     def predict(images: np.ndarray) -> np.ndarray:

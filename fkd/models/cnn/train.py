@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from fkd.data import Part
 from fkd.keypoints import flip_permutation, masked_rmse, training_targets
-from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, n_outputs, names_for, precision_of,
-                                    save_model)
+from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, load_keras, n_outputs, names_for,
+                                    precision_of, save_model)
 from fkd.models.cnn.params import CnnParams
 from fkd.train_result import TrainResult, cpu_has_native_bf16
 
@@ -217,7 +217,7 @@ def load_for_finetune(path: str | Path, p: CnnParams) -> keras.Model:
     """Phase 1's saved model, recompiled with SGD for phase 2."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} not found: run the train_cnn_adam stage first")
-    model = keras.models.load_model(path, compile=False)
+    model = load_keras(path)
     _compile(model, keras.optimizers.SGD(p.sgd.lr, momentum=p.sgd.momentum), p)
     return model
 

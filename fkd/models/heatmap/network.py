@@ -8,7 +8,9 @@ the training loop and every consumer apply unchanged.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +18,23 @@ from torch import nn
 
 from fkd.keypoints import N_EXTENDED
 from fkd.models.heatmap.params import HeatmapParams
-from fkd.torch_nn import load_checkpoint_fn, CENTRE, BasicBlock
+from fkd.schema import Length, build as build_section, to_dict
+from fkd.torch_nn import CENTRE, BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
 
 ARCH = "heatmap"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The architecture dict saved with a heatmap network (checked when it is made and when a file is loaded)."""
+
+    arch: Literal["heatmap"]
+    n_outputs: Literal[34]
+    widths: Annotated[tuple[Channels, ...], Length(min=4, max=4)]
+    blocks_per_stage: BlocksPerStage
+    decoder_channels: Channels
+    heatmap_stride: Literal[2, 4, 8]
+    normalize_targets: bool
 
 
 class HeatmapNet(nn.Module):
@@ -72,17 +88,18 @@ class HeatmapNet(nn.Module):
 
 
 def architecture(p: HeatmapParams) -> dict:
-    """The architecture dict of the heatmap network that ``p`` describes (always 34 outputs: both schemes)."""
-    return {"arch": ARCH, "n_outputs": 2 * N_EXTENDED, "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage,
-            "decoder_channels": p.decoder_channels, "heatmap_stride": p.heatmap_stride, "normalize_targets": p.normalize_targets}
+    """The architecture dict of the heatmap network that ``p`` (params section ``heatmap``) describes (always 34 outputs: both schemes)."""
+    return to_dict(build_section(Architecture, {
+        "arch": ARCH, "n_outputs": 2 * N_EXTENDED, "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage,
+        "decoder_channels": p.decoder_channels, "heatmap_stride": p.heatmap_stride, "normalize_targets": p.normalize_targets}, ARCH))
 
 
 def build(config: dict) -> HeatmapNet:
-    """The network of an architecture dict (:func:`architecture`, as stored in a checkpoint)."""
+    """The network of an architecture dict (:func:`architecture`, as saved with the model)."""
     return HeatmapNet(config["n_outputs"] // 2, tuple(config["widths"]), config["blocks_per_stage"], config["decoder_channels"],
                       config["heatmap_stride"], config["normalize_targets"])
 
 
 def load_model_fn(path: str | Path, device: str = "cpu"):
-    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``heatmap.pt``."""
-    return load_checkpoint_fn(path, ARCH, build, device)
+    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``heatmap/<fold>.safetensors``."""
+    return load_checkpoint_fn(path, ARCH, Architecture, build, device)

@@ -1,7 +1,9 @@
 """The ResNet regressor (stem, stages of residual blocks, global pool, linear) and loading a saved one."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +11,22 @@ from torch import nn
 
 from fkd.keypoints import N_COORDS, N_EXTENDED
 from fkd.models.resnet.params import ResnetParams
-from fkd.torch_nn import load_checkpoint_fn, BasicBlock
+from fkd.schema import Length, build as build_section, to_dict
+from fkd.torch_nn import BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
 
 ARCH = "resnet"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The architecture dict saved with a ResNet (checked when it is made and when a file is loaded)."""
+
+    arch: Literal["resnet"]
+    n_outputs: Literal[30, 34]
+    stem_channels: Channels
+    widths: Annotated[tuple[Channels, ...], Length(min=1, max=8)]
+    blocks_per_stage: BlocksPerStage
+    normalize_targets: bool
 
 
 class KeypointResNet(nn.Module):
@@ -39,16 +54,17 @@ class KeypointResNet(nn.Module):
 
 
 def architecture(p: ResnetParams) -> dict:
-    """The architecture dict of the ResNet that ``p`` describes (stored in the checkpoint)."""
-    return {"arch": ARCH, "n_outputs": 2 * N_EXTENDED if p.scheme_heads else N_COORDS, "stem_channels": p.stem_channels,
-            "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}
+    """The architecture dict of the ResNet that ``p`` (params section ``resnet``) describes (saved with the model)."""
+    return to_dict(build_section(Architecture, {
+        "arch": ARCH, "n_outputs": 2 * N_EXTENDED if p.scheme_heads else N_COORDS, "stem_channels": p.stem_channels,
+        "widths": list(p.widths), "blocks_per_stage": p.blocks_per_stage, "normalize_targets": p.normalize_targets}, ARCH))
 
 
 def build(config: dict) -> KeypointResNet:
-    """The network of an architecture dict (:func:`architecture`, as stored in a checkpoint)."""
+    """The network of an architecture dict (:func:`architecture`, as saved with the model)."""
     return KeypointResNet(config["n_outputs"], config["stem_channels"], tuple(config["widths"]), config["blocks_per_stage"])
 
 
 def load_model_fn(path: str | Path, device: str = "cpu"):
-    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``resnet.pt``."""
-    return load_checkpoint_fn(path, ARCH, build, device)
+    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a saved ``resnet/<fold>.safetensors``."""
+    return load_checkpoint_fn(path, ARCH, Architecture, build, device)
