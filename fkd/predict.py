@@ -8,11 +8,16 @@ pixel coordinates. A photo without a face gets one row with empty keypoints (and
 A photo that cannot be used (unreadable, too big, a ``--box`` off it) is reported by name and
 skipped; the others are processed, and the exit code is then 1. A model file that cannot be
 loaded, or an ``--out`` that is not a folder, stops the run before anything is written (exit 2).
+
+Files in ``--out`` that this command did not write (its overlays carry a PNG text chunk, its
+``keypoints.csv`` its header) are never overwritten: the run stops before writing anything (exit 2).
+Its own overlays are never read as photos, so ``--out`` may be the photos' folder.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,6 +39,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 BOX_COLOUR, LEFT_COLOUR, RIGHT_COLOUR, CENTRE_COLOUR = (255, 221, 0), (255, 136, 0), (0, 160, 255), (0, 200, 90)
 #: Overlays are drawn at least this big (small faces are enlarged) and at most this big.
 OVERLAY_MIN_SIDE, OVERLAY_MAX_SIDE = 480, 2048
+#: The PNG text chunk that marks an overlay as this command's (PNG's standard "Software" keyword).
+OVERLAY_MARK = ("Software", "fkd.predict")
+#: A --box value that argparse would take for an option because it starts with "-": "-50,-50,100,100".
+_NEGATIVE_BOX = re.compile(r"-\.?\d.*,.*")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -53,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--detect-side", type=int, default=faces.DETECT_MAX_SIDE,
                     help=f"longest side the photo is shrunk to for detection (default {faces.DETECT_MAX_SIDE}); "
                          "raise it to find small faces in big photos (slower)")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(_attach_negative_boxes(argv))
     if args.box and args.no_detect:
         ap.error("--box and --no-detect exclude each other")
     if args.batch < 1:
@@ -61,6 +70,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.detect_side < 1:
         ap.error("--detect-side must be at least 1")
     return args
+
+
+def _attach_negative_boxes(argv: list[str]) -> list[str]:
+    """``--box -50,-50,100,100`` as ``--box=-50,-50,100,100``, which argparse reads as the option's value."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] == "--box" and i + 1 < len(argv) and _NEGATIVE_BOX.fullmatch(argv[i + 1]):
+            out.append(f"--box={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def _box(text: str) -> faces.Box:
@@ -71,20 +95,69 @@ def _box(text: str) -> faces.Box:
 
 
 def photo_paths(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Image files named or found in the named folders (sorted), and errors for inputs that do not exist."""
+    """Image files named or found in the named folders (sorted), and errors for inputs that do not exist.
+    Overlays this command wrote (:func:`is_own_overlay`) are skipped."""
     paths, errors = [], []
     for name in inputs:
         path = Path(name)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            own = {p for p in found if is_own_overlay(p)}
+            if own:
+                log.info("%s: skipping the %d overlays fkd.predict wrote there", path, len(own))
+            found = [p for p in found if p not in own]
             if not found:
                 log.warning("%s: no image files in this folder", path)
             paths.extend(found)
+        elif is_own_overlay(path):
+            print(f"warning: {path}: an overlay fkd.predict wrote, not a photo: skipped", file=sys.stderr)
         elif path.exists():
             paths.append(path)
         else:
             errors.append(f"{path}: no such file or folder")
     return paths, errors
+
+
+def is_own_overlay(path: Path) -> bool:
+    """Whether ``path`` is an overlay PNG this command wrote (it carries :data:`OVERLAY_MARK`)."""
+    import warnings
+
+    from PIL import Image
+
+    if path.suffix.lower() != ".png" or not path.is_file():
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
+            with Image.open(path) as img:
+                return img.format == "PNG" and img.info.get(OVERLAY_MARK[0]) == OVERLAY_MARK[1]
+    except Exception:  # noqa: BLE001  unreadable: not ours (read_photo reports why)
+        return False
+
+
+def is_own_csv(path: Path) -> bool:
+    """Whether ``path`` is a keypoints.csv this command wrote (it starts with :data:`CSV_COLUMNS`'s header)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.readline(64 * 1024).rstrip("\r\n") == ",".join(CSV_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def overlay_paths(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Each photo's overlay in ``out_dir``: ``<stem>_keypoints.png``, numbered where stems repeat."""
+    used: set[str] = set()
+    return [out_dir / _unique_name(path.stem, used) for path in paths]
+
+
+def check_overwrites(targets: list[Path]) -> None:
+    """StageError naming the first of ``targets`` that exists and that this command did not write."""
+    for target in targets:
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if not (is_own_csv(target) if target.name == CSV_NAME else is_own_overlay(target)):
+            raise StageError(f"{target}: fkd.predict did not write this file and does not overwrite it: "
+                             "pass another --out (or move the file away)")
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -286,6 +359,8 @@ def main(argv: list[str]) -> None:
     out_dir = Path(args.out)
     check_out_dir(out_dir)
     paths, errors = photo_paths(args.inputs)
+    overlays = overlay_paths(paths, out_dir)
+    check_overwrites([*overlays, out_dir / CSV_NAME])
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     if not args.no_detect and not args.box:
@@ -299,19 +374,22 @@ def main(argv: list[str]) -> None:
     except OSError as exc:
         raise StageError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
     from tqdm import tqdm
+
+    mark = PngImagePlugin.PngInfo()
+    mark.add_text(*OVERLAY_MARK)
 
     def fail(message: str) -> None:
         nonlocal failed
         print(f"error: {message}", file=sys.stderr)
         failed += 1
 
-    rows, used, failed, n_faces, start = [], set(), len(errors), 0, time.perf_counter()
+    rows, failed, n_faces, start = [], len(errors), 0, time.perf_counter()
     with tqdm(total=len(paths), unit="photo", file=sys.stderr, disable=None) as progress:
         for first in range(0, len(paths), args.batch):
-            batch = []
-            for path in paths[first : first + args.batch]:
+            batch, targets = [], []
+            for path, target in zip(paths[first : first + args.batch], overlays[first : first + args.batch]):
                 try:
                     photo = read_photo(path)
                     if args.box:
@@ -322,13 +400,14 @@ def main(argv: list[str]) -> None:
                 if args.no_detect and photo.shape[:2] != (faces.CROP_SIZE, faces.CROP_SIZE):
                     log.warning("%s: %dx%d, not 96x96: scaled to 96x96 as it is", path, photo.shape[1], photo.shape[0])
                 batch.append((path, photo))
-            for (path, photo), results in zip(batch, locate(batch, predict, args)):
+                targets.append(target)
+            for (path, photo), target, results in zip(batch, targets, locate(batch, predict, args)):
                 if isinstance(results, Exception):
                     fail(f"{path}: finding the keypoints failed ({type(results).__name__}: {results})")
                     continue
                 try:
-                    with atomic_path(out_dir / _unique_name(path.stem, used)) as tmp:
-                        Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG")
+                    with atomic_path(target) as tmp:
+                        Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG", pnginfo=mark)
                 except (OSError, ValueError) as exc:
                     fail(f"{path}: cannot write its overlay to {out_dir} ({exc})")
                     continue

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fkd.errors import TrainingError
+from fkd.io import staged_dir
 
 log = logging.getLogger("fkd.train")
 
@@ -70,14 +71,19 @@ def record(live, result: TrainResult, metrics_dir: str | Path) -> None:
 
 def run_training(train_fn, split_dir: str | Path, fold: int, metrics_dir: str | Path, *args) -> TrainResult:
     """A training stage's body: ``train_fn(train, val, *args, live=...)`` on fold ``fold``'s two parts, with
-    dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log."""
+    dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log.
+
+    dvclive writes into a staging folder that replaces ``metrics_dir`` only when training finished
+    (:func:`fkd.io.staged_dir`): a run that fails or is interrupted leaves the previous metrics and curves.
+    """
     from dvclive import Live
 
     from fkd.data import load_fold
 
-    with Live(str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = train_fn(*load_fold(split_dir, fold), *args, live=live)
-        record(live, result, metrics_dir)
+    with staged_dir(metrics_dir) as staged:
+        with Live(str(staged), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            result = train_fn(*load_fold(split_dir, fold), *args, live=live)
+            record(live, result, staged)
     log.info("fold %d: best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", fold, result.best_val_rmse,
              result.best_epoch, result.epochs_run, result.train_seconds, result.images_per_second, result.device)
     return result
