@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 from fkd.config import ParamsError
-from fkd.data import DataError
-from fkd.errors import EnsembleWeightsError, ModelFileError, PredictionError, TrainingError
+from fkd.errors import FkdError
 
 log = logging.getLogger("fkd")
 
 
-class StageError(RuntimeError):
+class StageError(FkdError, RuntimeError):
     """A failure the user can act on; printed without a traceback."""
 
 
@@ -25,7 +24,7 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except (ParamsError, DataError, StageError, TrainingError, ModelFileError, PredictionError, EnsembleWeightsError) as exc:
+    except (FkdError, ParamsError) as exc:  # ParamsError: until fkd.schema derives it from FkdError
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fkd.config import ParamsError
+from fkd.errors import FkdError
 from fkd.io import save_npy
 from fkd.keypoints import COLUMNS, complete_mask, shift_x
 
@@ -26,7 +27,7 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 TRAIN_FILE, TEST_FILE, LOOKUP_FILE = "training.csv", "test.csv", "IdLookupTable.csv"
 
 
-class DataError(ValueError):
+class DataError(FkdError, ValueError):
     """Bad input data; the message names the file, the row and the problem."""
 
 

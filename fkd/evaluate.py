@@ -34,6 +34,7 @@ import numpy as np
 from fkd.config import EnsembleParams, EvaluateParams
 from fkd.data import DataError, Part
 from fkd.ensemble import combine
+from fkd.errors import FkdError
 from fkd.inference import ModelFn, ensemble_weights, flip_average
 from fkd.io import atomic_path, save_json
 from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, masked_rmse, to_extended, widen_to_extended
@@ -55,7 +56,7 @@ ENSEMBLE_FOLDS = 5
 _LEFT_EYE, _RIGHT_EYE = index("left_eye_center", EXTENDED_NAMES), index("right_eye_center", EXTENDED_NAMES)
 
 
-class MetricsSchemaError(ValueError):
+class MetricsSchemaError(FkdError, ValueError):
     """A metrics mapping that does not have the agreed keys and value ranges."""
 
 

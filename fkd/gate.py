@@ -37,6 +37,8 @@ from typing import Annotated, Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from fkd.errors import FkdError
+
 
 #: metric file -> dotted key (nested JSON keys joined with ".", as dvc shows them) -> value
 Metrics = dict[str, dict[str, Any]]
@@ -44,7 +46,7 @@ Metrics = dict[str, dict[str, Any]]
 NOT_FOUND = "file not found (run `dvc repro` to make it, or `dvc pull` to fetch it)"
 
 
-class GateError(RuntimeError):
+class GateError(FkdError, RuntimeError):
     """The gate could not run; printed as one line, exit code 2."""
 
 
