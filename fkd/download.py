@@ -14,18 +14,15 @@ bomb) are refused before any of their zip is unpacked, and no member is unpacked
 :data:`MAX_UNPACKED_BYTES` whatever its header says. Each CSV must be UTF-8 and carry Kaggle's header
 and at least one row; IdLookupTable.csv must name only keypoint columns and test.csv's ImageIds. A
 ``data.path`` that is a link must lead inside ``competition/`` (or into DVC's cache). Everything is
-built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``) and renamed into place
+built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``, :func:`fkd.io.staged_dir`) and renamed into place
 only after all checks passed: a failed run leaves no ``data/raw``. A run that was killed cannot remove
 its staging folder; the next run removes the staging folders whose process is gone.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import math
-import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +30,7 @@ from pathlib import Path
 from fkd.cli import StageError
 from fkd.config import DataParams, ParamsError, SyntheticParams
 from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_lookup, check_utf8, read_test_ids
+from fkd.io import staged_dir
 from fkd.kaggle_client import human_size
 from fkd.keypoints import COLUMNS
 
@@ -60,17 +58,12 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
     """Fetch, unpack and check the competition files into ``out_dir``; returns {file: {bytes, rows}}."""
     out_dir = Path(out_dir)
     local_path = resolve_local_path(data.path) if data.source == "local" else None  # a bad path writes nothing
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        raw = staging / "raw"
-        raw.mkdir()
+    with staged_dir(out_dir) as raw:  # raw.parent: the private staging folder, removed with it
         log.info("source: %s", data.source)
         if data.source == "kaggle":
             from fkd.kaggle_client import download_competition
 
-            zip_path = download_competition(data.competition, staging / "download")
+            zip_path = download_competition(data.competition, raw.parent / "download")
             origins = unpack_competition_zip(zip_path, raw, label=f"downloaded {zip_path.name}")
         elif data.source == "local":
             origins = unpack_local(local_path, raw)
@@ -81,43 +74,10 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
         else:  # config.py allows only the three above
             raise ParamsError(f"params: data.source must be kaggle, local or synthetic, got {data.source!r}")
         summary = check_raw_dir(raw, origins)
-        _replace_dir(raw, out_dir, staging / "previous")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for path in sorted(out_dir.iterdir()):
         rows = summary.get(path.name, {}).get("rows")
         log.info("wrote %s: %s%s", path, f"{rows:,} rows, " if rows is not None else "", human_size(path.stat().st_size))
     return summary
-
-
-def remove_stale_staging(out_dir: Path) -> list[Path]:
-    """Remove the staging folders of ``out_dir`` left by runs that were killed; returns them.
-
-    A staging folder is ``.<out name>.<pid>.<random>.tmp`` beside ``out_dir``; it is stale when no
-    process ``pid`` runs on this machine. A folder named without a pid (``.<out name>.<random>.tmp``,
-    made before the pid was recorded) is stale too. A pid that was reused keeps its folder until
-    that process ends: a later run removes it then.
-    """
-    removed = []
-    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
-        middle = path.name[len(out_dir.name) + 2 : -len(".tmp")].split(".")
-        pid = int(middle[0]) if len(middle) == 2 and middle[0].isdigit() else None
-        if not path.is_dir() or path.is_symlink() or len(middle) > 2 or (pid is not None and _process_exists(pid)):
-            continue
-        log.info("removing %s, left by a download that did not finish", path)
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def write_dataset(out_dir: Path, p: SyntheticParams) -> None:
@@ -368,9 +328,3 @@ def _listing(names: list[str], limit: int = 10) -> str:
         return "nothing"
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
-
-def _replace_dir(new: Path, out_dir: Path, previous: Path) -> None:
-    """Put ``new`` at ``out_dir``; an existing ``out_dir`` is moved to ``previous`` (then removed by the caller)."""
-    if out_dir.exists() or out_dir.is_symlink():
-        os.replace(out_dir, previous)
-    os.replace(new, out_dir)

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,7 @@ from fkd.data import DataError, Part
 from fkd.ensemble import combine
 from fkd.errors import FkdError
 from fkd.inference import ModelFn, ensemble_weights, flip_average
-from fkd.io import atomic_path, save_json
+from fkd.io import atomic_path, save_json, staged_dir
 from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, masked_rmse, to_extended, widen_to_extended
 from fkd.registry import MODEL_NAMES, check_predictions
 
@@ -298,22 +295,6 @@ def pick_grid_faces(errors: np.ndarray, n_faces: int, n_worst: int) -> tuple[np.
     return typical, worst
 
 
-def _staging_dir(out_dir: Path) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-
-
-def _replace_dir(new: Path, out_dir: Path) -> None:
-    """Put the finished folder ``new`` at ``out_dir`` (the old one, with any stale files, goes)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_per_keypoint_csv(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
         lines = ["keypoint,rmse,mean_error,labelled"]
@@ -329,13 +310,12 @@ def write_outputs(results: dict[str, VariantResult], val: Part, p: EvaluateParam
     """Write ``metrics_dir/<variant>.json`` and, under ``plots_dir``, ``per_keypoint/<variant>.csv``,
     ``faces/<model>.png`` (validation faces, true vs predicted) and ``error_histogram.png``.
 
-    Each folder is built aside and swapped in whole, so no stale variant survives a re-run.
+    Each folder is built aside and swapped in whole (:func:`fkd.io.staged_dir`), so no stale variant survives a re-run.
     """
     from fkd import plots
 
     metrics_dir, plots_dir = Path(metrics_dir), Path(plots_dir)
-    staged_metrics, staged_plots = _staging_dir(metrics_dir), _staging_dir(plots_dir)
-    try:
+    with staged_dir(metrics_dir) as staged_metrics, staged_dir(plots_dir) as staged_plots:
         for name, result in results.items():
             save_json(staged_metrics / f"{name}.json", check_metrics(_rounded(result.metrics), name))
             write_per_keypoint_csv(staged_plots / "per_keypoint" / f"{name}.csv", result.per_keypoint)
@@ -357,11 +337,6 @@ def write_outputs(results: dict[str, VariantResult], val: Part, p: EvaluateParam
             )
         shown = [n for n in (*MODEL_VARIANTS, "ensemble_tta", MEAN_SHAPE) if n in results]
         plots.error_histogram(staged_plots / "error_histogram.png", {n: results[n].image_errors for n in shown})
-        _replace_dir(staged_metrics, metrics_dir)
-        _replace_dir(staged_plots, plots_dir)
-    finally:
-        shutil.rmtree(staged_metrics, ignore_errors=True)
-        shutil.rmtree(staged_plots, ignore_errors=True)
 
 
 def summary_table(results: dict[str, VariantResult]) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name is random: write through it only with writers that do not record the file
-    name in the file (use :func:`save_bytes` for those that do, such as ``torch.save``).
+    name in the file (for those that do, make the bytes in memory and use :func:`save_bytes`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +41,8 @@ def staged_dir(out_dir: str | Path):
     ``out_dir`` whole (:func:`replace_dir`), else ``out_dir`` stays as it was.
 
     The folder lives in ``.<out name>.<pid>.<random>.tmp/`` beside ``out_dir`` (git-ignore that pattern);
-    such folders left by killed runs are removed first (:func:`remove_stale_staging`).
+    such folders left by killed runs are removed first (:func:`remove_stale_staging`). The yielded
+    folder's parent is that staging folder: scratch files put there go with it.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -103,16 +103,6 @@ def save_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def save_torch(path: str | Path, obj) -> None:
-    """``torch.save`` byte-stably: saved to memory first, so the archive's record names do not carry
-    the temporary file's random name (torch names them after the file)."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    save_bytes(path, buffer.getvalue())
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
