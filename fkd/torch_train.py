@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,7 @@ from fkd.keypoints import training_targets
 from fkd.schema import ParamsError
 from fkd.torch_nn import CENTRE, masked_mse, save_checkpoint, to_pixels
 from fkd.torch_params import TorchTrainParams
-from fkd.train_result import TrainResult, cpu_has_native_bf16
+from fkd.train_result import TrainResult, bf16_here, cpu_threads
 
 log = logging.getLogger("fkd.train_torch")
 
@@ -37,14 +36,10 @@ def pick_device(name: str, key: str) -> torch.device:
 
 
 def use_bf16(p: TorchTrainParams, device: torch.device) -> bool:
-    """Whether to train in bfloat16 autocast: ``bf16`` on CUDA, ``cpu_bf16`` on a CPU of :func:`cpu_has_native_bf16`."""
+    """Whether to train in bfloat16 autocast: ``bf16`` on CUDA, ``cpu_bf16`` on a CPU of :func:`fkd.train_result.bf16_here`."""
     if device.type == "cuda":
         return p.bf16
-    if device.type == "cpu" and p.cpu_bf16:
-        if cpu_has_native_bf16():
-            return True
-        log.info("cpu_bf16 is on, but this CPU has no bf16 instructions (AVX512-BF16, AMX): training in fp32")
-    return False
+    return device.type == "cpu" and bf16_here(p.cpu_bf16, True, "cpu_bf16")
 
 
 def device_label(device: torch.device) -> str:
@@ -56,7 +51,7 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(cpu_threads(threads))
 
 
 def make_scheduler(opt: torch.optim.Optimizer, p: TorchTrainParams, steps_per_epoch: int):

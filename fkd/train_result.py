@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,3 +88,17 @@ def run_training(train_fn, split_dir: str | Path, fold: int, metrics_dir: str | 
     log.info("fold %d: best val RMSE %.3f px at epoch %d of %d (%.0f s, %.1f img/s on %s)", fold, result.best_val_rmse,
              result.best_epoch, result.epochs_run, result.train_seconds, result.images_per_second, result.device)
     return result
+
+
+def bf16_here(wanted: bool, on_cpu: bool, key: str) -> bool:
+    """Whether to compute in bfloat16: ``wanted`` (params ``key``), but on a CPU only one of
+    :func:`cpu_has_native_bf16` (elsewhere bf16 is emulated, slower than fp32; that is logged)."""
+    if wanted and on_cpu and not cpu_has_native_bf16():
+        log.info("%s is on, but this CPU has no bf16 instructions (AVX512-BF16, AMX): training in fp32", key)
+        return False
+    return wanted
+
+
+def cpu_threads(threads: int) -> int:
+    """The CPU thread count of params ``threads``: 0 means every core this process may run on."""
+    return threads or len(os.sched_getaffinity(0))

@@ -10,7 +10,6 @@ import fkd.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets
 
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from fkd.keypoints import flip_permutation, masked_rmse, training_targets
 from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, load_keras, n_outputs, names_for,
                                     precision_of, save_model)
 from fkd.models.cnn.params import CnnParams
-from fkd.train_result import TrainResult, cpu_has_native_bf16
+from fkd.train_result import TrainResult, bf16_here, cpu_threads
 
 log = logging.getLogger("fkd.cnn")
 
@@ -98,7 +97,7 @@ def _with_threads(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
 
 def configure(seed: int, threads: int) -> str:
     """Seed everything, make ops deterministic, set CPU threads (0 = all cores); returns the device label."""
-    n = threads or len(os.sched_getaffinity(0))
+    n = cpu_threads(threads)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
@@ -114,14 +113,9 @@ def configure(seed: int, threads: int) -> str:
 
 def use_bf16(p: CnnParams, device: str) -> bool:
     """Whether phase 1 builds the model in mixed bfloat16: ``cnn.bf16`` on a GPU or on a CPU of
-    :func:`fkd.train_result.cpu_has_native_bf16` (elsewhere bf16 is emulated, slower than float32). Phase 2 and
+    :func:`fkd.train_result.bf16_here` (a CPU without bf16 instructions only emulates it, slower than float32). Phase 2 and
     every prediction compute as the saved model's layers say."""
-    if not p.bf16:
-        return False
-    if device == "cpu" and not cpu_has_native_bf16():
-        log.info("cnn.bf16 is on, but this CPU has no bf16 instructions (AVX512-BF16, AMX): training in float32")
-        return False
-    return True
+    return bf16_here(p.bf16, device == "cpu", "cnn.bf16")
 
 
 class EpochLog(keras.callbacks.Callback):
