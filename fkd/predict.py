@@ -218,8 +218,8 @@ def point_colour(name: str) -> tuple[int, int, int]:
 
 
 def draw_overlay(photo: np.ndarray, results: list[faces.FaceResult]) -> np.ndarray:
-    """RGB uint8 overlay: each face's box and its 15 keypoints (scaled to OVERLAY_MIN/MAX_SIDE)."""
-    from PIL import Image
+    """RGB uint8 overlay: each face's box and its 15 keypoints (scaled to OVERLAY_MIN/MAX_SIDE), drawn with PIL."""
+    from PIL import Image, ImageDraw
 
     rgb = to_rgb(photo)
     h, w = rgb.shape[:2]
@@ -232,38 +232,34 @@ def draw_overlay(photo: np.ndarray, results: list[faces.FaceResult]) -> np.ndarr
         size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
         resample = Image.NEAREST if zoom > 1 else Image.LANCZOS
         rgb = np.asarray(Image.fromarray(rgb).resize(size, resample))
-    out = rgb.copy()
+    out = Image.fromarray(rgb)
+    pen = ImageDraw.Draw(out)
     # pixel centres stay at (i + 0.5) * zoom - 0.5 after resizing
     to_overlay = lambda p: (np.asarray(p) + 0.5) * zoom - 0.5  # noqa: E731
     for r in results:
         corners = to_overlay(faces.box_corners(r.box))
         eye_distance = np.hypot(*(r.points[0] - r.points[1])) * zoom
-        width = max(2.0, min(out.shape[:2]) / 250)
+        width = max(2.0, min(out.size) / 250)
         for a, b in zip(corners, np.roll(corners, -1, axis=0)):
-            _line(out, a, b, width, BOX_COLOUR)
+            _line(pen, a, b, width, BOX_COLOUR)
         radius = float(np.clip(eye_distance / 22, 2.0, 12.0)) if np.isfinite(eye_distance) else 3.0
         for name, point in zip(KEYPOINT_NAMES, to_overlay(r.points[: len(KEYPOINT_NAMES)])):
             if np.isfinite(point).all():
-                _dot(out, point, radius + max(1.0, radius / 3), (0, 0, 0))
-                _dot(out, point, radius, point_colour(name))
-    return out
+                _dot(pen, point, radius + max(1.0, radius / 3), (0, 0, 0))
+                _dot(pen, point, radius, point_colour(name))
+    return np.asarray(out)
 
 
-def _dot(img: np.ndarray, centre: np.ndarray, radius: float, colour) -> None:
-    from skimage.draw import disk
-
-    rr, cc = disk((centre[1], centre[0]), radius, shape=img.shape[:2])
-    img[rr, cc] = colour
+def _dot(pen, centre: np.ndarray, radius: float, colour) -> None:
+    x, y = centre
+    pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
 
 
-def _line(img: np.ndarray, a: np.ndarray, b: np.ndarray, width: float, colour) -> None:
-    from skimage.draw import polygon
-
+def _line(pen, a: np.ndarray, b: np.ndarray, width: float, colour) -> None:
+    """A filled quad ``width`` wide from ``a`` to ``b`` (PIL's own lines take whole-pixel widths)."""
     d = b - a
     n = np.array([-d[1], d[0]]) / max(np.hypot(*d), 1e-9) * width / 2
-    quad = np.array([a + n, b + n, b - n, a - n])
-    rr, cc = polygon(quad[:, 1], quad[:, 0], shape=img.shape[:2])
-    img[rr, cc] = colour
+    pen.polygon([tuple(map(float, q)) for q in (a + n, b + n, b - n, a - n)], fill=colour)
 
 
 def csv_rows(image: str, results: list[faces.FaceResult]) -> list[dict]:
