@@ -10,7 +10,8 @@ The chain: the detector's box gives a first crop framed like the training faces 
 crop, rotated so the eyes are level and scaled to the training framing (eye midpoint at
 (48, 38), 36 px between the eye centres), and the model predicts again.
 
-No model code lives here: the chain takes any :data:`fkd.inference.ModelFn`.
+No model code lives here: the chain takes any :data:`CropPredictor` (:func:`model_predictor` makes one
+from a :data:`fkd.inference.ModelFn`).
 """
 from __future__ import annotations
 
@@ -330,21 +331,6 @@ def _overlap(a: Box, b: Box) -> float:
 def model_predictor(model_fn: Callable[[np.ndarray], np.ndarray]) -> CropPredictor:
     """A CropPredictor from a ModelFn (which sees only the crops)."""
     return lambda crops, matrices: np.asarray(model_fn(crops), dtype=np.float64)
-
-
-def locate_keypoints(
-    photo: np.ndarray,
-    model_fn: Callable[[np.ndarray], np.ndarray],
-    boxes: Sequence[Box] | None = None,
-    refine: bool = True,
-    detector: str = DEFAULT_DETECTOR,
-) -> list[FaceResult]:
-    """Keypoints of every face in ``photo`` (any gray/RGB/RGBA array) with a ModelFn.
-
-    ``boxes`` skips detection; ``refine`` adds the second pass on the crop framed by the
-    first pass's eyes. An empty list means no face was found.
-    """
-    return locate_with(photo, model_predictor(model_fn), boxes=boxes, passes=2 if refine else 1, detector=detector)
 
 
 def locate_with(
