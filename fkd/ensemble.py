@@ -12,7 +12,7 @@ of :func:`fit_weights` on all rows.
 The fit is exact: the simplex-constrained least squares ``min ||A w - y||`` (``w >= 0``,
 ``sum(w) = 1``) equals ``min ||D w||`` with ``D = A - y`` (column-wise), and the non-negative least
 squares ``min_v ||D v||^2 + s^2 (1 - sum v)^2`` (``v >= 0``, any ``s > 0``) has ``v = t w*`` with
-``t = s^2 / (s^2 + ||D w*||^2) > 0``, so ``w* = v / sum(v)``. The NNLS is Lawson-Hanson, in numpy.
+``t = s^2 / (s^2 + ||D w*||^2) > 0``, so ``w* = v / sum(v)``. The NNLS is :func:`scipy.optimize.nnls`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import nnls
 
 from fkd.errors import EnsembleWeightsError
 from fkd.io import save_json
@@ -84,41 +85,6 @@ def _check_weights(weights: np.ndarray, n_members: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- solver
 
 
-def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Lawson-Hanson non-negative least squares ``min ||a x - b||``, ``x >= 0`` (few columns)."""
-    n = a.shape[1]
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    tol = 10 * np.finfo(np.float64).eps * max(np.abs(a).sum(axis=0).max(), 1.0) * max(a.shape)
-
-    def solve() -> np.ndarray:
-        z = np.zeros(n)
-        z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-        return z
-
-    for _ in range(30 * n + 30):
-        grad = a.T @ (b - a @ x)
-        candidates = ~passive & (grad > tol)
-        if not candidates.any():
-            return x  # KKT: no inactive column can lower the residual
-        j = int(np.argmax(np.where(candidates, grad, -np.inf)))
-        passive[j] = True
-        z = solve()
-        if z[j] <= 0:  # the gradient's promise was round-off: x is optimal to working precision
-            passive[j] = False
-            return x
-        while (z[passive] <= 0).any():  # step back to the feasible boundary, drop the columns that hit it
-            shrink = np.flatnonzero(passive & (z <= 0))
-            ratios = x[shrink] / (x[shrink] - z[shrink])
-            x = x + ratios.min() * (z - x)
-            x[shrink[np.argmin(ratios)]] = 0.0  # the blocking column leaves even under round-off
-            passive &= x > tol
-            x[~passive] = 0.0
-            z = solve()
-        x = z
-    raise RuntimeError("NNLS did not converge")  # pragma: no cover - Lawson-Hanson terminates
-
-
 def _simplex_lstsq(columns: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Weights w >= 0, sum 1 minimising ||columns @ w - target|| (columns (K, M), target (K,))."""
     n_members = columns.shape[1]
@@ -143,7 +109,7 @@ def _simplex_lstsq(columns: np.ndarray, target: np.ndarray) -> np.ndarray:
     rhs[-1] = s
     # Compress the tall system to (M, M) by QR: same minimiser, tiny NNLS.
     q, r = np.linalg.qr(aug)
-    v = _nnls(r, q.T @ rhs)
+    v = nnls(r, q.T @ rhs)[0]
     total = v.sum()
     if total <= 0:  # cannot happen in exact arithmetic (t > 0); fall back to the best single member
         v = np.zeros(n_members)
