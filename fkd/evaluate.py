@@ -34,7 +34,8 @@ from fkd.ensemble import combine
 from fkd.errors import FkdError
 from fkd.inference import ModelFn, ensemble_weights, flip_average
 from fkd.io import atomic_path, save_json, staged_dir
-from fkd.keypoints import EXTENDED_NAMES, N_COORDS, complete_mask, from_extended, index, masked_rmse, to_extended, widen_to_extended
+from fkd.keypoints import (EXTENDED_NAMES, N_COORDS, complete_mask, finite_rmse, from_extended, index, masked_rmse, to_extended,
+                           widen_to_extended)
 from fkd.registry import MODEL_NAMES, check_predictions
 
 log = logging.getLogger("fkd.evaluate")
@@ -80,11 +81,6 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(np.mean(values)) if values.size else None
 
 
-def _rmse(diff: np.ndarray) -> float | None:
-    diff = diff[np.isfinite(diff)]
-    return float(np.sqrt(np.mean(diff**2))) if diff.size else None
-
-
 def score(pred: np.ndarray, keypoints: np.ndarray) -> dict[str, float | None]:
     """The metrics of :data:`METRIC_KEYS` for extended predictions (N, 34) against Kaggle rows (N, 30)."""
     pred = np.asarray(pred, dtype=np.float64)
@@ -101,9 +97,9 @@ def score(pred: np.ndarray, keypoints: np.ndarray) -> dict[str, float | None]:
     labelled = np.isfinite(errors[faces])
     ratios = (errors[faces] / iod[faces, None])[labelled]
     out = {
-        "rmse": _rmse(diff),
-        "rmse_complete": _rmse(diff[complete]),
-        "rmse_partial": _rmse(diff[~complete]),
+        "rmse": finite_rmse(diff),
+        "rmse_complete": finite_rmse(diff[complete]),
+        "rmse_partial": finite_rmse(diff[~complete]),
         "mae": _mean_or_none(np.abs(diff[np.isfinite(diff)])),
         "nme": _mean_or_none(per_face_nme[np.isfinite(per_face_nme)]),
     }

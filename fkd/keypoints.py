@@ -152,8 +152,13 @@ def training_targets(keypoints: np.ndarray, n_outputs: int) -> np.ndarray:
 
 def masked_rmse(pred: np.ndarray, targets: np.ndarray) -> float:
     """RMSE in pixels over the labelled (finite) target coordinates; ValueError when there are none."""
-    diff = np.asarray(pred, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
-    diff = diff[np.isfinite(diff)]
-    if not diff.size:
+    rmse = finite_rmse(np.asarray(pred, dtype=np.float64) - np.asarray(targets, dtype=np.float64))
+    if rmse is None:
         raise ValueError("no labelled coordinate to score")
-    return float(np.sqrt(np.mean(diff**2)))
+    return rmse
+
+
+def finite_rmse(diff: np.ndarray) -> float | None:
+    """RMSE of the finite entries of ``diff`` (NaN where a target is not labelled); None when there are none."""
+    diff = diff[np.isfinite(diff)]
+    return float(np.sqrt(np.mean(diff**2))) if diff.size else None
