@@ -13,6 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,16 +88,21 @@ def _lines(path: Path) -> tuple[list[str], list[bytes]]:
     return [h.strip().strip('"') for h in header], rows
 
 
-def _check_header(path: Path, header: list[str], expected: list[str]) -> None:
-    if header == expected:
+def check_header(label: str | Path, found: Sequence[str], expected: Sequence[str]) -> None:
+    """:class:`DataError` naming the first difference unless the header ``found`` of file ``label`` is ``expected``."""
+    found, expected = list(found), list(expected)
+    if found == expected:
         return
-    missing = [c for c in expected if c not in header]
-    extra = [c for c in header if c not in expected]
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
     if missing:
-        raise DataError(f"{path}: row 0 (header): missing column '{missing[0]}'" + (f"; unexpected column '{extra[0]}'" if extra else ""))
+        raise DataError(f"{label}: row 0 (header): missing column '{missing[0]}'" + (f"; unexpected column '{extra[0]}'" if extra else ""))
     if extra:
-        raise DataError(f"{path}: row 0 (header): unexpected column '{extra[0]}'")
-    raise DataError(f"{path}: row 0 (header): columns are out of order; expected {', '.join(expected)}")
+        raise DataError(f"{label}: row 0 (header): unexpected column '{extra[0]}'")
+    i = next((i for i, (f, e) in enumerate(zip(found, expected)) if f != e), len(expected))
+    if i == len(expected):  # the expected columns, then one of them again
+        raise DataError(f"{label}: row 0 (header): column {i + 1} '{found[i]}' repeats an earlier one")
+    raise DataError(f"{label}: row 0 (header): columns are out of order: column {i + 1} is '{found[i]}', expected '{expected[i]}'")
 
 
 def _parse_pixels(path: Path, images: list[bytes]) -> np.ndarray:
@@ -140,7 +146,7 @@ def parse_training_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """training.csv -> images uint8 (N, 96, 96), keypoints float32 (N, 30) with NaN where missing."""
     path = Path(path)
     header, rows = _lines(path)
-    _check_header(path, header, [*COLUMNS, "Image"])
+    check_header(path, header, [*COLUMNS, "Image"])
     heads, images = _split_last_field(path, rows, len(COLUMNS) + 1)
     try:
         kp = pd.read_csv(io.BytesIO(b"\n".join(heads)), header=None, names=list(COLUMNS), dtype=np.float64, skip_blank_lines=False)
@@ -182,7 +188,7 @@ def read_test_ids(path: str | Path) -> np.ndarray:
 
 def _test_rows(path: Path) -> tuple[np.ndarray, list[bytes]]:
     header, rows = _lines(path)
-    _check_header(path, header, ["ImageId", "Image"])
+    check_header(path, header, ["ImageId", "Image"])
     heads, images = _split_last_field(path, rows, 2)
     ids = []
     for i, h in enumerate(heads):

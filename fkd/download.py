@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fkd.cli import StageError
 from fkd.config import DataParams, ParamsError, SyntheticParams
-from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_lookup, check_utf8, read_test_ids
+from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_header, check_lookup, check_utf8, read_test_ids
 from fkd.io import staged_dir
 from fkd.kaggle_client import human_size
 from fkd.keypoints import COLUMNS
@@ -229,24 +229,9 @@ def check_csv(path: Path, expected: tuple[str, ...], label: str) -> None:
     if not header.strip():
         raise DataError(f"{label}: the file is empty")
     check_utf8(label, header)
-    found = tuple(c.strip().strip('"') for c in header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(","))
-    if found != expected:
-        shown = ", ".join(expected) if len(expected) <= 4 else f"{expected[0]}, {expected[1]}, ..., {expected[-1]}"
-        raise DataError(
-            f"{label}: header is not Kaggle's {path.name} header ({_header_difference(found, expected)}); "
-            f"expected {len(expected)} columns: {shown}"
-        )
+    check_header(label, [c.strip().strip('"') for c in header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(",")], expected)
     if not first_row.strip():
         raise DataError(f"{label}: no data rows after the header")
-
-
-def _header_difference(found: tuple[str, ...], expected: tuple[str, ...]) -> str:
-    for i, (f, e) in enumerate(zip(found, expected)):
-        if f != e:
-            return f"column {i + 1} is '{f}', expected '{e}'"
-    if len(found) < len(expected):
-        return f"column {len(found) + 1} '{expected[len(found)]}' is missing"
-    return f"unexpected column {len(expected) + 1} '{found[len(expected)]}'"
 
 
 def count_rows(path: Path) -> int:

@@ -174,8 +174,8 @@ def broken_zips(csv_dir: Path, competition_zip: Path) -> dict[str, tuple[bytes, 
         "missing_member": (_zip_bytes(no_test), r"\.zip: missing test\.csv \(or test\.zip\); the zip holds: IdLookupTable\.csv"),
         "wrong_header": (
             _zip_bytes({**members, "training.zip": _zip_bytes({"training.csv": swapped})}),
-            r"training\.zip/training\.csv: header is not Kaggle's training\.csv header "
-            r"\(column 1 is 'left_eye_center_y', expected 'left_eye_center_x'\)",
+            r"training\.zip/training\.csv: row 0 \(header\): columns are out of order: "
+            r"column 1 is 'left_eye_center_y', expected 'left_eye_center_x'",
         ),
         "no_rows": (
             _zip_bytes({**members, "training.zip": _zip_bytes({"training.csv": header_only})}),
