@@ -14,9 +14,9 @@ bomb) are refused before any of their zip is unpacked, and no member is unpacked
 :data:`MAX_UNPACKED_BYTES` whatever its header says. Each CSV must be UTF-8 and carry Kaggle's header
 and at least one row; IdLookupTable.csv must name only keypoint columns and test.csv's ImageIds. A
 ``data.path`` that is a link must lead inside ``competition/`` (or into DVC's cache). Everything is
-built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``, :func:`fkd.io.staged_dir`) and renamed into place
-only after all checks passed: a failed run leaves no ``data/raw``. A run that was killed cannot remove
-its staging folder; the next run removes the staging folders whose process is gone.
+built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``, :func:`fkd.io.staged_dir`)
+and renamed into place only after all checks passed: a failed run leaves no ``data/raw``. A run that
+was killed cannot remove its staging folder; the next run removes the staging folders whose process is gone.
 """
 from __future__ import annotations
 
@@ -229,7 +229,8 @@ def check_csv(path: Path, expected: tuple[str, ...], label: str) -> None:
     if not header.strip():
         raise DataError(f"{label}: the file is empty")
     check_utf8(label, header)
-    check_header(label, [c.strip().strip('"') for c in header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(",")], expected)
+    found = header.decode("utf-8", errors="replace").lstrip("\ufeff").strip().split(",")
+    check_header(label, [c.strip().strip('"') for c in found], expected)
     if not first_row.strip():
         raise DataError(f"{label}: no data rows after the header")
 
