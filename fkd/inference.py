@@ -119,5 +119,6 @@ def check_fold_models(models_dir: str | Path, folds) -> None:
                    for path in (models_dir / spec.folder).iterdir()
                    if path.name != ".gitignore" and path.relative_to(models_dir).as_posix() not in expected)
     if stale:
-        raise ModelFileError(f"{stale[0]}: not a model of split.folds {list(folds)}, so no stage writes it, yet DVC would "
-                             f"hash it into dvc.lock with its folder; delete what no fold trains: rm -r {' '.join(map(str, stale))}")
+        raise ModelFileError(f"{stale[0]}: no stage of split.folds {list(folds)} writes this file, yet DVC would hash it into "
+                             f"dvc.lock with its folder (a fresh clone would not have it); delete what no stage writes: "
+                             f"rm -r {' '.join(map(str, stale))}")

@@ -190,7 +190,7 @@ def test_a_model_of_a_fold_no_longer_trained_is_refused_naming_it(tmp_path):
     with pytest.raises(ModelFileError) as err:
         check_fold_models(tmp_path, [0])
     message = str(err.value)
-    assert "\n" not in message and "split.folds [0]" in message
+    assert "\n" not in message and "no stage of split.folds [0] writes" in message
     for spec in MODELS.values():
         assert str(tmp_path / spec.file(1)) in message and str(tmp_path / spec.file(0)) not in message
     (tmp_path / MODELS["resnet"].folder / "notes.txt").write_text("mine")
