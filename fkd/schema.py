@@ -147,49 +147,73 @@ def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(with_config(CONFIG)(dataclasses.make_dataclass("Section", [("section", cls)], frozen=True)))
 
 
-def _json_ready(value: Any, key: str) -> None:
-    """Refuse what YAML reads but JSON cannot hold (a date, bytes, a set), naming its key."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _json_ready(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _json_ready(v, f"{key}[{i}]")
-    elif not (value is None or isinstance(value, (str, int, float, bool))):
-        raise ParamsError(f"params: '{key}' must be a number, a string, true or false, a list or a mapping, got {value!r}")
+#: What stands in for a value JSON cannot hold (a YAML date, bytes, a set): a mapping no field takes.
+_STAND_IN = "\0yaml value"
+
+
+def _json_text(raw: Any) -> tuple[str, list]:
+    """``{"section": raw}`` as JSON, each value JSON cannot hold replaced by ``{_STAND_IN: i}`` (``i`` its index in the list)."""
+    held: list = []
+
+    def stand_in(value):
+        held.append(value)
+        return {_STAND_IN: len(held) - 1}
+    return json.dumps({"section": raw}, default=stand_in), held
 
 
 def build(cls: type, raw: Any, prefix: str = "") -> Any:
     """An instance of dataclass ``cls`` from mapping ``raw``, every field checked (keys named from ``prefix``), or
     :class:`ParamsError`."""
-    _json_ready(raw, prefix)
+    text, held = _json_text(raw)
     try:  # JSON mode: strict types, yet a list fills a tuple and a mapping a dataclass
-        return _adapter(cls).validate_json(json.dumps({"section": raw})).section
+        return _as_written(_adapter(cls).validate_json(text).section, raw)
     except pydantic.ValidationError as exc:
-        raise ParamsError(_first_message(cls, exc.errors(include_url=False), prefix)) from None
+        # the error a depth-first check meets first: in each mapping its unknown keys, its missing keys, then field by field
+        err = min(exc.errors(include_url=False), key=lambda e: _order(cls, e))
+        raise ParamsError(_message(cls, err, prefix, held)) from None
 
 
-def _first_message(cls: type, errors: list[dict], prefix: str) -> str:
-    # as the hand-written checker did: unknown keys first, then missing ones, then the first bad value
-    rank = {"unexpected_keyword_argument": 0, "missing": 1}
-    return _message(cls, min(errors, key=lambda e: rank.get(e["type"], 2)), prefix)
+def _as_written(obj: Any, raw: Any) -> Any:
+    """``obj`` with each Literal field's value as written (pydantic matches ``34.0`` to ``Literal[34]`` and gives 34; the
+    hand-written checker kept 34.0, which a network then refuses: fkd.torch_nn says "does not build")."""
+    changes = {}
+    for name, tp in typing.get_type_hints(type(obj), include_extras=True).items():
+        value, written = getattr(obj, name), raw[name]
+        if dataclasses.is_dataclass(value):
+            changes[name] = _as_written(value, written)
+        elif typing.get_origin(_bare(tp)) is Literal and type(written) is not type(value):
+            changes[name] = written
+    changes = {k: v for k, v in changes.items() if v is not getattr(obj, k)}
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
-def _walk(cls: type, loc: tuple, prefix: str) -> tuple[str, Any, Any]:
-    """The dotted key of ``loc`` (``resnet.widths[1]``), its declared type (None for an unknown key) and the dataclass holding it."""
-    key, tp, parent = prefix, cls, None
+def _walk(cls: type, loc: tuple, prefix: str) -> tuple[str, Any, Any, list]:
+    """The dotted key of ``loc`` (``resnet.widths[1]``), its declared type (None for an unknown key), the dataclass
+    holding it and the position of each step (field or item number)."""
+    key, tp, parent, steps = prefix, cls, None, []
     for part in loc:
         tp = _bare(tp)
         if dataclasses.is_dataclass(tp):
-            parent, tp = tp, typing.get_type_hints(tp, include_extras=True).get(part)
+            hints = typing.get_type_hints(tp, include_extras=True)
+            parent, tp = tp, hints.get(part)
+            steps.append(list(hints).index(part) if part in hints else -1)
             key = f"{key}.{part}" if key else str(part)
         elif typing.get_origin(tp) is tuple:
             args = typing.get_args(tp)
             tp = args[0] if len(args) == 2 and args[1] is Ellipsis else args[part] if part < len(args) else None
+            steps.append(part)
             key = f"{key}[{part}]"
         elif typing.get_origin(tp) is Union:  # a tagged branch of name_or
             tp = next(a for a in typing.get_args(tp) if any(getattr(m, "tag", None) == part for m in a.__metadata__))
-    return key, _bare(tp), parent
+    return key, _bare(tp), parent, steps
+
+
+def _order(cls: type, err: dict) -> tuple:
+    *_, steps = _walk(cls, err["loc"][1:], "")
+    last = {"unexpected_keyword_argument": (0, str(err["loc"][-1])), "missing": (1, steps[-1] if steps else 0)}.get(err["type"])
+    if last is None:  # a bad value (at its own position) or a cross-field rule (after its dataclass's fields)
+        return (*((2, s) for s in steps), (3,) if err["type"] == "params" and "field" in (err.get("ctx") or {}) else (2, -1))
+    return (*((2, s) for s in steps[:-1]), last)
 
 
 def _bare(tp: Any) -> Any:
@@ -203,9 +227,13 @@ _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "bool_t
                "dataclass_type": "a mapping", "dataclass_exact_type": "a mapping", "dict_type": "a mapping"}
 
 
-def _message(cls: type, err: dict, prefix: str) -> str:
-    key, tp, parent = _walk(cls, err["loc"][1:], prefix)  # loc[0]: the root holding the section
-    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+def _message(cls: type, err: dict, prefix: str, held: list) -> str:
+    loc, kind, value, ctx = err["loc"][1:], err["type"], err.get("input"), err.get("ctx") or {}  # loc[0]: the section's holder
+    if loc and loc[-1] == _STAND_IN:  # a YAML value JSON cannot hold, where a mapping goes
+        loc, kind, value = loc[:-1], "dataclass_type", {_STAND_IN: value}
+    if isinstance(value, dict) and list(value) == [_STAND_IN]:
+        value = held[value[_STAND_IN]]
+    key, tp, parent, _ = _walk(cls, loc, prefix)
     if kind == "missing":
         return f"params: missing key '{key}'"
     if kind == "unexpected_keyword_argument":
