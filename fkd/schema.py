@@ -113,10 +113,13 @@ def name_or(names: Any, other: Any) -> Any:
     def kind(value: Any) -> str | None:
         if isinstance(value, str) and value in typing.get_args(names):
             return "name"
-        if isinstance(value, list) if is_list else (_is_number(value) if isinstance(value, str)
-                                                     else isinstance(value, (int, float)) and not isinstance(value, bool)):
-            return "value"
-        return None
+        if is_list:
+            of_kind = isinstance(value, list)
+        elif isinstance(value, str):  # a number in quotes: the number's error says to drop them
+            of_kind = _is_number(value)
+        else:
+            of_kind = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return "value" if of_kind else None
 
     choices = " or ".join([*map(repr, typing.get_args(names)), "a list" if is_list else "a number"])
     return Annotated[Union[Annotated[names, Tag("name")], Annotated[other, Tag("value")]],
