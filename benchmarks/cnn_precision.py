@@ -57,7 +57,7 @@ def accuracy(split_dir: str, epochs: int) -> None:
     from fkd.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
-    p = load_params().cnn
+    p = load_params("cnn").cnn
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, "
           f"phase 1 (Adam, {p.adam.schedule}), {epochs} epochs")
     for bf16 in (False, True):
@@ -76,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.train:
         return accuracy(args.train, args.epochs)
-    p = load_params().cnn
+    p = load_params("cnn").cnn
     runs = {name: [] for name in PRECISIONS}
     for _ in range(args.rounds):
         for name, bf16 in PRECISIONS.items():

@@ -70,7 +70,7 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
     from fkd.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
-    params = load_params()
+    params = load_params("resnet", "heatmap")
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
     for name in names:
         for bf16 in (False, True):
@@ -94,7 +94,7 @@ def main() -> None:
     if args.train:
         return accuracy(args.train, args.epochs, args.models, args.threads)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    p = load_params()
+    p = load_params("resnet", "heatmap")
     models = {"resnet": (resnet.architecture(p.resnet), p.resnet.batch_size), "heatmap": (heatmap.architecture(p.heatmap), p.heatmap.batch_size)}
     print(f"CPU, {torch.get_num_threads()} threads, {args.images} images per variant and round, median of {args.rounds} rounds")
     for name, (config, batch) in models.items():

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from fkd.config import Params, load_params, parse_params, to_dict
+from fkd.config import Params, load_params, load_yaml, parse_params, to_dict
 from fkd.data import load_fold
 from fkd.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
 from fkd.registry import MODEL_NAMES, MODELS
@@ -40,7 +39,7 @@ def with_settings(settings: list[str], params_file: str) -> Params:
         node = raw
         for part in parents:
             node = node[part]
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = load_yaml(value)  # YAML 1.2 floats, as dvc exp run -S reads them
     return parse_params(raw)
 
 

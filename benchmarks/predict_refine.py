@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         from fkd.config import load_params
         from fkd.inference import load_predictor
 
-        params = load_params()
+        params = load_params("ensemble", "submit")
         kind = args.model or params.submit.model
         model_fn = load_predictor(kind, args.models, params.ensemble.weights, params.submit.tta_flip and not args.no_tta)
         framed = model_fn(part.images[order]).reshape(len(order), N_EXTENDED, 2)

@@ -49,9 +49,9 @@ VARIANTS = {
 
 
 def params_with(overrides: dict):
-    raw = to_dict(load_params())
+    raw = to_dict(load_params("resnet"))
     raw["resnet"].update(overrides)
-    return parse_params(raw).resnet
+    return parse_params(raw, "resnet").resnet
 
 
 def speed(config: dict, threads: int, steps: int = 6, batch: int = 32) -> float:

@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="our batch size (default: resnet.batch_size)")
     ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: resnet.device)")
     args = ap.parse_args()
-    p = load_params().resnet
+    p = load_params("resnet").resnet
     seed_everything(0, p.threads)
     device = pick_device(args.device or p.device, "resnet.device")
     rng = np.random.default_rng(0)

@@ -1,10 +1,14 @@
-"""params.yaml -> typed, frozen config objects (:class:`Params`).
+"""params.yaml -> typed, frozen config objects, one section at a time (:func:`load_params`).
 
-The pipeline's own sections are declared here, each model's in its folder
-(``fkd/models/<name>/params.py``); how a section is declared and checked is :mod:`fkd.schema`.
+The pipeline's own sections are declared here, each model's in its folder (``fkd/models/<name>/params.py``,
+imported by name only when that section is loaded, so a data stage imports no model code); how a section is
+declared and checked is :mod:`fkd.schema`.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +16,8 @@ from typing import Annotated, Literal
 
 import yaml
 
-from fkd.models.cnn.params import CnnParams
-from fkd.models.heatmap.params import HeatmapParams
-from fkd.models.resnet.params import ResnetParams
 from fkd.schema import (Count, Fraction, Length, NonNegative, ParamsError, Positive, PositiveSum, Range, Seed,  # noqa: F401
-                        build, to_dict)
+                        build, name_or, rule_error, to_dict)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class DataParams:
     path: str  # local source: the competition zip, or a folder with the unpacked files
     competition: str
     # How far right (px) of the features they mark the labels sit: auto (estimated by the split stage) or a number.
-    label_offset_x: Literal["auto"] | Annotated[float, Range(ge=-4, le=4)]  # fkd/label_offset.py says why
+    label_offset_x: name_or(Literal["auto"], Annotated[float, Range(ge=-4, le=4)])  # fkd/label_offset.py says why
 
 
 @dataclass(frozen=True)
@@ -43,24 +44,23 @@ class SplitParams:
     # The fold numbers 0..K-1, a list because DVC's foreach makes one training stage per item (it cannot count).
     folds: Annotated[tuple[Count, ...], Length(min=1, max=20)]
 
-    def check_fields(self, key: str) -> None:
+    def __post_init__(self) -> None:
         if list(self.folds) != list(range(len(self.folds))):
-            raise ParamsError(f"params: '{key}.folds' must list the fold numbers from 0 ([0]: one hold-out; [0, 1, 2, 3, 4]: "
-                              f"5-fold cross-validation), got {list(self.folds)}; expected {list(range(len(self.folds)))}")
+            raise rule_error("folds", "must list the fold numbers from 0 ([0]: one hold-out; [0, 1, 2, 3, 4]: "
+                             f"5-fold cross-validation), got {list(self.folds)}; expected {list(range(len(self.folds)))}")
 
 
 @dataclass(frozen=True)
 class EnsembleParams:
     members: Annotated[tuple[str, ...], Length(min=1)]  # model names of fkd.registry, checked where they are used
-    weights: Literal["fitted"] | Annotated[tuple[NonNegative, ...], PositiveSum()]  # fitted, or one per member
+    weights: name_or(Literal["fitted"], Annotated[tuple[NonNegative, ...], PositiveSum()])  # fitted, or one per member
     per_keypoint: bool  # fitted: one weight vector per keypoint instead of one per model
 
-    def check_fields(self, key: str) -> None:
+    def __post_init__(self) -> None:
         if len(set(self.members)) != len(self.members):
-            raise ParamsError(f"params: '{key}.members' lists a model twice: {list(self.members)}")
+            raise rule_error("members", f"lists a model twice: {list(self.members)}")
         if self.weights != "fitted" and len(self.weights) != len(self.members):
-            raise ParamsError(f"params: '{key}.weights' must be 'fitted' or one weight per member ({len(self.members)}), "
-                              f"got {list(self.weights)}")
+            raise rule_error("weights", f"must be 'fitted' or one weight per member ({len(self.members)}), got {list(self.weights)}")
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,9 @@ class EvaluateParams:
     grid_faces: Positive
     worst_faces: Count
 
-    def check_fields(self, key: str) -> None:
+    def __post_init__(self) -> None:
         if self.worst_faces > self.grid_faces:
-            raise ParamsError(f"params: '{key}.worst_faces' must be between 0 and {key}.grid_faces ({self.grid_faces}), "
-                              f"got {self.worst_faces}")
+            raise rule_error("worst_faces", f"must be between 0 and {{section}}.grid_faces ({self.grid_faces}), got {self.worst_faces}")
 
 
 @dataclass(frozen=True)
@@ -83,24 +82,49 @@ class SubmitParams:
     message: str
 
 
-@dataclass(frozen=True)
-class Params:
-    data: DataParams
-    synthetic: SyntheticParams
-    split: SplitParams
-    resnet: ResnetParams
-    heatmap: HeatmapParams
-    cnn: CnnParams
-    ensemble: EnsembleParams
-    evaluate: EvaluateParams
-    submit: SubmitParams
+#: The models' sections, one per model of :data:`fkd.registry.MODELS` (tests/test_params_sections.py checks it), named
+#: here so that loading params imports no registry (whose loaders import every model's code).
+MODEL_NAMES: tuple[str, ...] = ("resnet", "heatmap", "cnn")
+#: The pipeline's own sections; with the models' in params.yaml's order.
+PIPELINE_SECTIONS = {"data": DataParams, "synthetic": SyntheticParams, "split": SplitParams,
+                     "ensemble": EnsembleParams, "evaluate": EvaluateParams, "submit": SubmitParams}
+SECTIONS: tuple[str, ...] = ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")
 
 
-def parse_params(raw: dict) -> Params:
-    """Validate a params mapping (as read from YAML) into :class:`Params`."""
+def section_class(name: str) -> type:
+    """The dataclass of section ``name``: a model's is ``SECTION`` of ``fkd.models.<name>.params`` (imported only now)."""
+    if name in PIPELINE_SECTIONS:
+        return PIPELINE_SECTIONS[name]
+    if name in MODEL_NAMES:
+        return importlib.import_module(f"fkd.models.{name}.params").SECTION
+    raise ValueError(f"no params section {name!r}")  # a bug in the caller, not in params.yaml
+
+
+@functools.cache
+def _params_class(sections: tuple[str, ...]) -> type:
+    """A frozen dataclass with one field per section (``p.split.folds``)."""
+    return dataclasses.make_dataclass("Params", [(name, section_class(name)) for name in sections], frozen=True)
+
+
+def __getattr__(name: str):
+    if name == "Params":  # every section (imports every model's params): for tools that handle the whole file
+        return _params_class(SECTIONS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def parse_params(raw, *sections: str):
+    """Validate ``sections`` (default: all) of a params mapping (as read from YAML). Every top-level key must be a known
+    section (a typo is an unknown key here, whichever sections are asked for); the other sections are not checked."""
     if not isinstance(raw, dict):
         raise ParamsError("params: the top level must be a mapping")
-    return build(Params, raw)
+    unknown = sorted(set(map(str, raw)) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"params: unknown key '{unknown[0]}' (allowed here: {', '.join(SECTIONS)})")
+    sections = sections or SECTIONS
+    for name in sections:
+        if name not in raw:
+            raise ParamsError(f"params: missing key '{name}'")
+    return _params_class(sections)(**{name: build(section_class(name), raw[name], name) for name in sections})
 
 
 class _Loader(yaml.SafeLoader):
@@ -118,8 +142,11 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+def load_params(*sections: str, path: str | Path = "params.yaml"):
+    """Read ``path`` and validate ``sections`` of it (default: all), e.g. ``load_params("split").split.folds``.
+    A first argument that is a path (a :class:`~pathlib.Path`, or a name ending ``.yaml``) is ``path``."""
+    if sections and (isinstance(sections[0], Path) or str(sections[0]).endswith((".yaml", ".yml"))):
+        path, sections = sections[0], sections[1:]
     path = Path(path)
     try:
         raw = load_yaml(path.read_text())
@@ -127,6 +154,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"params: {path} not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"params: {path} is not valid YAML: {exc}") from None
-    return parse_params(raw)
+    return parse_params(raw, *sections)
 
 

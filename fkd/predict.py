@@ -296,7 +296,7 @@ def load_model(args: argparse.Namespace):
     from fkd.config import load_params
     from fkd.inference import load_predictor
 
-    params = load_params(args.params)
+    params = load_params("split", "ensemble", "submit", path=args.params)
     kind = args.model or params.submit.model
     model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip, params.split.folds)
     log.info("model: %s from %s (flip TTA %s)", kind, args.models, "on" if params.submit.tta_flip else "off")

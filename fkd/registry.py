@@ -2,7 +2,8 @@
 ``split.folds``) and the function that loads such a file into a model function (uint8 (N, 96, 96) -> keypoints (N, 34) in pixels).
 
 Adding a model: its folder ``fkd/models/<name>/`` (``params.py``, ``network.py`` with
-``load_model_fn``, ``train.py`` with ``fit``), one entry here, its section in :class:`fkd.config.Params` and
+``load_model_fn``, ``train.py`` with ``fit``, its section class as ``SECTION`` in ``params.py``), one entry here, its name in
+:data:`fkd.config.MODEL_NAMES` and
 ``params.yaml``, and its stage in ``dvc.yaml`` (a two-line module in ``stages/``). Frameworks
 are imported only when a model loads or trains.
 """
@@ -65,7 +66,7 @@ class ModelSpec:
 
     def fit(self, train, val, params, model_path: Path):
         """Train this model from scratch on one fold's parts ``train``/``val`` with its section of ``params``
-        (:class:`fkd.config.Params`), every phase, as its training stage(s) do (its ``train.fit``); saves it to
+        (:func:`fkd.config.load_params` with its section), every phase, as its training stage(s) do (its ``train.fit``); saves it to
         ``model_path`` and returns the last phase's :class:`fkd.train_result.TrainResult`. For benchmarks: each
         training stage imports its own trainer, so no stage's code deps hang on this import."""
         return importlib.import_module(f"fkd.models.{self.name}.train").fit(train, val, getattr(params, self.name), model_path)

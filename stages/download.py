@@ -6,7 +6,7 @@ from fkd.download import fetch_raw
 
 def main(argv: list[str]) -> None:
     (out_dir,) = argv
-    p = load_params()
+    p = load_params("data", "synthetic")
     fetch_raw(p.data, p.synthetic, out_dir)
 
 

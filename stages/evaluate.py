@@ -17,7 +17,7 @@ from fkd.data import load_fold
 
 def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
-    p = load_params()
+    p = load_params("split", "ensemble", "evaluate")
     from fkd.ensemble import save_weights
     from fkd.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
     from fkd.inference import check_fold_models, ensemble_weights, load_model_fn

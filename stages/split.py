@@ -13,7 +13,7 @@ from fkd.label_offset import resolve_offset
 
 def main(argv: list[str]) -> None:
     prepared_dir, out_dir, metrics_json = argv
-    params = load_params()
+    params = load_params("data", "split")
     p = params.split
     offset, faces = resolve_offset(params.data.label_offset_x, prepared_dir)
     counts = write_split(prepared_dir, out_dir, p.val_fraction, p.seed, folds=len(p.folds), label_offset_x=offset)

@@ -14,7 +14,7 @@ from fkd.config import load_params
 
 def main(argv: list[str]) -> None:
     lookup_csv, prepared_dir, models_dir, split_metrics, out_csv = argv
-    p = load_params()
+    p = load_params("data", "split", "ensemble", "submit")
     from fkd.inference import check_fold_models, load_predictor
     from fkd.data import read_lookup
     from fkd.label_offset import read_offset

@@ -11,7 +11,7 @@ def main(argv: list[str]) -> None:
     split_dir, fold, model_path, metrics_dir = argv
     from fkd.models.cnn.train import train_adam
 
-    run_training(train_adam, split_dir, int(fold), metrics_dir, load_params().cnn, model_path)
+    run_training(train_adam, split_dir, int(fold), metrics_dir, load_params("cnn").cnn, model_path)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from fkd.train_result import run_training
 
 def main(argv: list[str]) -> None:
     split_dir, fold, start_model, model_path, metrics_dir = argv
-    p = load_params().cnn
+    p = load_params("cnn").cnn
     if not Path(start_model).exists():
         raise StageError(f"{start_model} not found: run the train_cnn_adam stage first")
     from fkd.models.cnn.train import train_sgd

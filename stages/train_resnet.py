@@ -11,7 +11,7 @@ def main(argv: list[str]) -> None:
     split_dir, fold, model_path, metrics_dir = argv
     from fkd.models.resnet.train import train
 
-    run_training(train, split_dir, int(fold), metrics_dir, load_params().resnet, model_path)
+    run_training(train, split_dir, int(fold), metrics_dir, load_params("resnet").resnet, model_path)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fkd.schema import Count, LearningRate, Length, ParamsError, Positive, Range, Seed, Threads
+from fkd.schema import Count, LearningRate, Length, Positive, Range, Seed, Threads, rule_error
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class CnnParams:
     adam: CnnAdamParams
     sgd: CnnSgdParams
 
-    def check_fields(self, key: str) -> None:
+    def __post_init__(self) -> None:
         if len(self.dropout) != len(self.filters):
-            raise ParamsError(f"params: '{key}.dropout' must have one rate per {key}.filters entry ({len(self.filters)}), "
-                              f"got {len(self.dropout)}")
+            raise rule_error("dropout", f"must have one rate per {{section}}.filters entry ({len(self.filters)}), got {len(self.dropout)}")
+
+
+SECTION = CnnParams  # what fkd.config loads as section cnn

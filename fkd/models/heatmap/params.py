@@ -14,3 +14,6 @@ class HeatmapParams(TorchTrainParams):
     blocks_per_stage: Positive
     decoder_channels: Positive
     heatmap_stride: Literal[2, 4, 8]
+
+
+SECTION = HeatmapParams  # what fkd.config loads as section heatmap

@@ -14,3 +14,6 @@ class ResnetParams(TorchTrainParams):
     widths: Annotated[tuple[Positive, ...], Length(min=1)]
     blocks_per_stage: Positive
     scheme_heads: bool  # predict scheme-B nose/lip separately (34 outputs) instead of 30
+
+
+SECTION = ResnetParams  # what fkd.config loads as section resnet
