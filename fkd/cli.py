@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from fkd.config import ParamsError
 from fkd.errors import FkdError
 
 log = logging.getLogger("fkd")
@@ -24,7 +23,7 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except (FkdError, ParamsError) as exc:  # ParamsError: until fkd.schema derives it from FkdError
+    except FkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

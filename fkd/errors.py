@@ -1,8 +1,7 @@
 """The library's domain errors that the entry points (stages, ``fkd.predict``) turn into one-line
 messages and exit code 2. Anything else is a bug and keeps its traceback. Every one derives from
 :class:`FkdError` (and keeps its builtin base, so ``except ValueError`` callers still catch it); those
-defined next to their code (``StageError``, ``DataError``, ``GateError``, ...) do too. (``ParamsError``
-lives in :mod:`fkd.schema`.)"""
+defined next to their code (``StageError``, ``DataError``, ``GateError``, ``ParamsError``, ...) do too."""
 
 
 class FkdError(Exception):

@@ -20,11 +20,13 @@ import pydantic
 from pydantic import ConfigDict, Discriminator, Tag, TypeAdapter, with_config
 from pydantic_core import PydanticCustomError, core_schema
 
+from fkd.errors import FkdError
+
 #: Every section's validation: strict types, no unknown keys, finite floats.
 CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class ParamsError(ValueError):
+class ParamsError(FkdError, ValueError):
     """params.yaml does not match the schema."""
 
 

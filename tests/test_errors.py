@@ -13,9 +13,6 @@ from fkd.errors import FkdError
 from tests.conftest import ROOT
 
 #: Defined in fkd/schema.py, which is being rewritten (pydantic); it moves onto FkdError with that change.
-PENDING = {"fkd.schema.ParamsError"}
-
-
 def domain_errors() -> list[tuple[str, str, list[str]]]:
     """(module, class, base names) of every class in fkd/ whose bases include a *Error or *Exception."""
     found = []
@@ -37,8 +34,6 @@ def test_the_scan_finds_the_known_errors():
 
 @pytest.mark.parametrize("module,name,bases", domain_errors(), ids=[f"{m}.{n}" for m, n, _ in domain_errors()])
 def test_every_domain_error_is_an_fkd_error_and_keeps_its_builtin_base(module, name, bases):
-    if f"{module}.{name}" in PENDING:
-        pytest.skip("fkd.schema is being rewritten; ParamsError moves onto FkdError then")
     cls = getattr(importlib.import_module(module), name)
     assert issubclass(cls, FkdError)
     builtin = [b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (Exception, BaseException, object)]
