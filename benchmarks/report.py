@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/*.md")
 RESULTS = "docs/results"
 RUN_FILE = "run.json"
-OPEN = re.compile(r"<!-- report:(?P<kind>[a-z]+) (?P<source>\S+) -->\n")
+OPEN = re.compile(r"^<!-- report:(?P<kind>[a-z]+) (?P<source>\S+) -->\n", re.M)
 NOT_MEASURED = "not measured"
 #: Metric files a saved run keeps, as the pipeline lays them out (relative to the repo root).
 RUN_METRICS = ("metrics/evaluate/*.json", "metrics/split.json", "metrics/train_*/*/metrics.json")
@@ -123,7 +123,7 @@ def evaluate_metrics(base: Path) -> dict[str, dict]:
     return {f.stem: read_json(f) for f in sorted(files, key=lambda f: variant_order(f.stem))}
 
 
-def provenance(root: Path, base: Path, files: list[Path]) -> str:
+def provenance(root: Path, base: Path, files: list[Path], label: str) -> str:
     """The line above a metrics table: a saved run's run.json, or git's record of the committed files."""
     if (base / RUN_FILE).is_file():
         run = read_json(base / RUN_FILE)
@@ -136,8 +136,7 @@ def provenance(root: Path, base: Path, files: list[Path]) -> str:
         when = "uncommitted changes (commit them, then run the report again)"
     else:
         when = "commit " + (git(root, "log", "-1", "--format=%h, %cs", "--", *names) or "unknown")
-    where = os.path.commonpath(names) if len(names) > 1 else names[0]
-    return f"`{where}`, {when}; machine probe not recorded"
+    return f"`{label}`, {when}; machine probe not recorded"
 
 
 def rel(root: Path, path: Path) -> str:
@@ -161,7 +160,9 @@ def fmt(value, decimals: int | None = None) -> str:
             return f"{value:.{decimals}f}"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
+        if abs(value) >= 100 or value.is_integer():
+            return f"{value:.1f}"
+        return f"{value:.4g}"
     return str(value).replace("|", "\\|")
 
 
@@ -191,7 +192,7 @@ def summary(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
         tta = metrics.get(f"{name}_tta", {})
         rows.append([f"`{name}`", fmt(m.get("rmse"), 3), fmt(tta.get("rmse"), 3), fmt(tta.get("pck_05", m.get("pck_05")), 3)])
     header = ["variant", "RMSE (px)", "with flip TTA", "PCK@0.05"]
-    return provenance(root, base, list((base / "metrics/evaluate").glob("*.json"))), table(header, rows)
+    return provenance(root, base, list((base / "metrics/evaluate").glob("*.json")), "metrics/evaluate/*.json"), table(header, rows)
 
 
 def evaluate(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
@@ -199,7 +200,7 @@ def evaluate(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
     metrics = evaluate_metrics(base)
     keys = list(dict.fromkeys(k for m in metrics.values() for k in m))
     rows = [[f"`{name}`", *(fmt(m.get(k), metric_decimals(k)) for k in keys)] for name, m in metrics.items()]
-    return provenance(root, base, list((base / "metrics/evaluate").glob("*.json"))), table(["variant", *keys], rows)
+    return provenance(root, base, list((base / "metrics/evaluate").glob("*.json")), "metrics/evaluate/*.json"), table(["variant", *keys], rows)
 
 
 def train(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
@@ -208,14 +209,14 @@ def train(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
     data = {f"{f.parent.parent.name}@{f.parent.name}": read_json(f) for f in files}
     keys = [k for k in TRAIN_KEYS if any(k in m for m in data.values())]
     rows = [[f"`{stage}`", *(fmt(m.get(k), 3) for k in keys)] for stage, m in data.items()]
-    return provenance(root, base, files), table(["stage", *keys], rows)
+    return provenance(root, base, files, "metrics/train_*/*/metrics.json"), table(["stage", *keys], rows)
 
 
 def split(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
     """The split stage's figures (label offset, duplicate groups, ...)."""
     path = base / "metrics/split.json"
     rows = [[f"`{k}`", fmt(v, 2 if isinstance(v, float) else None)] for k, v in read_json(path).items()]
-    return provenance(root, base, [path]), table(["key", "value"], rows)
+    return provenance(root, base, [path], "metrics/split.json"), table(["key", "value"], rows)
 
 
 def runs(root: Path, folder: Path, doc_dir: Path) -> tuple[str, str]:
@@ -227,7 +228,9 @@ def runs(root: Path, folder: Path, doc_dir: Path) -> tuple[str, str]:
         rows.append([f"[`{run_file.parent.name}`]({rel(doc_dir, run_file.parent)}/)", str(run.get("commit", "unknown")),
                      str(run.get("date", "")), probe_text(run.get("probe_img_s")), f"`{run.get('command', '?')}`",
                      NOT_MEASURED if wall is None else fmt(wall), fmt(read_json(ens).get("rmse"), 3) if ens.is_file() else "–"])
-    note = f"every `{rel(root, folder)}/*/{RUN_FILE}`" + ("" if rows else "; none saved yet")
+    note = f"every `{rel(root, folder)}/*/{RUN_FILE}`"
+    if not rows:
+        return note, "No run saved yet."
     return note, table(["run", "commit", "date", "machine probe", "command", "wall s", "ensemble_tta RMSE"], rows)
 
 
