@@ -1,7 +1,14 @@
-"""Benchmarks: scripts that print speed figures against a baseline measured in the same run."""
+"""Benchmarks: scripts that print speed figures against a baseline measured in the same run; ``--json PATH``
+also writes the printed figures to a file that ``python -m benchmarks.report`` turns into a docs table."""
 
 
 def accuracy_line(label: str, result) -> str:
     """One row of a precision benchmark's accuracy table: a :class:`fkd.train_result.TrainResult` after ``label``."""
     return (f"{label}  val RMSE {result.best_val_rmse:.4f} px (epoch {result.best_epoch})  "
             f"{result.images_per_second:6.1f} img/s  {result.train_seconds:6.0f} s")
+
+
+def accuracy_row(label: str, result) -> dict:
+    """:func:`accuracy_line`'s figures for a benchmark's ``--json`` file."""
+    return {"variant": label, "best_val_rmse": round(result.best_val_rmse, 4), "best_epoch": result.best_epoch,
+            "img_s": round(result.images_per_second, 1), "train_seconds": round(result.train_seconds)}

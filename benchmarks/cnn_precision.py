@@ -5,13 +5,13 @@ Speed: each precision builds the project's CNN (params.yaml's ``cnn`` section) a
 with Adam on random uint8 faces for the same number of images, interleaved over ``--rounds`` so that load from
 other processes hits both alike; the median img/s per precision and its ratio to float32 are printed.
 
-    python -m benchmarks.cnn_precision [--images 512] [--rounds 3]
+    python -m benchmarks.cnn_precision [--images 512] [--rounds 3] [--json PATH]
 
 With ``--train SPLIT_DIR`` it measures accuracy instead: phase 1 (Adam, params.yaml's recipe with ``--epochs``
 epochs) on the split's fold 0, once in float32 and once with ``cnn.bf16``; the best validation RMSE, its epoch
 and the training img/s of each are printed.
 
-    python -m benchmarks.cnn_precision --train data/split --epochs 20
+    python -m benchmarks.cnn_precision --train data/split --epochs 20 [--json PATH]
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import numpy as np
 import fkd.tf_env  # noqa: F401  (before keras)
 import keras
 
-from benchmarks import accuracy_line
+from benchmarks import accuracy_line, accuracy_row
+from benchmarks.report import save_benchmark
 from fkd.config import load_params
 from fkd.models.cnn.network import MaskedHuber, build_model, n_outputs
 
@@ -50,7 +51,7 @@ def speed(bf16: bool, p, images: int) -> float:
     return (steps - 2) * p.batch_size / (time.perf_counter() - start)
 
 
-def accuracy(split_dir: str, epochs: int) -> None:
+def accuracy(split_dir: str, epochs: int) -> list[dict]:
     """Phase 1 in float32 and with ``cnn.bf16`` on the split's fold 0; print val RMSE and speed."""
     from fkd.data import load_fold
     from fkd.models.cnn.train import train_adam
@@ -60,11 +61,14 @@ def accuracy(split_dir: str, epochs: int) -> None:
     p = load_params("cnn").cnn
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, "
           f"phase 1 (Adam, {p.adam.schedule}), {epochs} epochs")
+    rows = []
     for bf16 in (False, True):
         q = dataclasses.replace(p, bf16=bf16, adam=dataclasses.replace(p.adam, epochs=epochs))
         with tempfile.TemporaryDirectory() as tmp:
             result = train_adam(train, val, q, Path(tmp) / "m.keras")
         print(accuracy_line(f"cnn {result.precision}", result), flush=True)
+        rows.append(accuracy_row(result.precision, result))
+    return rows
 
 
 def main() -> None:
@@ -73,9 +77,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     if args.train:
-        return accuracy(args.train, args.epochs)
+        return save_benchmark(args.json, "cnn_precision", accuracy(args.train, args.epochs))
     p = load_params("cnn").cnn
     runs = {name: [] for name in PRECISIONS}
     for _ in range(args.rounds):
@@ -83,9 +88,12 @@ def main() -> None:
             runs[name].append(speed(bf16, p, args.images))
     base = statistics.median(runs["float32"])
     print(f"CNN (batch {p.batch_size}), {args.images} images per precision and round, median of {args.rounds} rounds")
+    rows = []
     for name, values in runs.items():
         median = statistics.median(values)
         print(f"{name:16s} {median:7.1f} img/s  {median / base:4.2f}x")
+        rows.append({"precision": name, "images": args.images, "img_s": round(median, 1), "ratio": round(median / base, 2)})
+    save_benchmark(args.json, "cnn_precision", rows)
 
 
 if __name__ == "__main__":

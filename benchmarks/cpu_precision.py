@@ -4,14 +4,14 @@ Each variant runs the project's training step (forward, masked loss, backward, A
 uint8 faces for the same number of images, interleaved over ``--rounds`` so that load from other
 processes hits every variant alike; the median img/s per variant and its ratio to fp32 are printed.
 
-    python -m benchmarks.cpu_precision [--images 256] [--rounds 3] [--threads 0]
+    python -m benchmarks.cpu_precision [--images 256] [--rounds 3] [--threads 0] [--json PATH]
 
 With ``--train SPLIT_DIR`` it measures accuracy instead: each torch model is trained with the
 project's loop (params.yaml's recipe, ``--epochs`` epochs) once in fp32 and once with ``bf16``
 (bfloat16 autocast + channels-last, where :func:`fkd.torch_train.use_bf16` allows it), and the best
 validation RMSE, the best epoch and the training img/s of each are printed.
 
-    python -m benchmarks.cpu_precision --train data/split --epochs 20 [--models resnet heatmap]
+    python -m benchmarks.cpu_precision --train data/split --epochs 20 [--models resnet heatmap] [--json PATH]
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from benchmarks.report import save_benchmark
 from fkd.config import load_params
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
@@ -58,13 +59,13 @@ def speed(config: dict, bf16: bool, channels_last: bool, images: int, batch: int
     return (steps - 2) * batch / (time.perf_counter() - start)
 
 
-def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> None:
+def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> list[dict]:
     """Train each model of ``names`` in fp32 and in bf16 on the split's fold 0; print val RMSE and speed."""
     import dataclasses
     import tempfile
     from pathlib import Path
 
-    from benchmarks import accuracy_line
+    from benchmarks import accuracy_line, accuracy_row
     from fkd.data import load_fold
     from fkd.registry import MODELS
     from fkd.train_result import cpu_has_native_bf16
@@ -72,12 +73,15 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> Non
     train, val = load_fold(split_dir)
     params = load_params("resnet", "heatmap")
     print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
+    rows = []
     for name in names:
         for bf16 in (False, True):
             p = dataclasses.replace(getattr(params, name), epochs=epochs, cpu_bf16=bf16, device="cpu", threads=threads)
             with tempfile.TemporaryDirectory() as tmp:
                 result = MODELS[name].fit(train, val, dataclasses.replace(params, **{name: p}), Path(tmp) / f"m{MODELS[name].suffix}")
             print(accuracy_line(f"{name:8s} {'bf16' if bf16 else 'fp32'}", result), flush=True)
+            rows.append({"model": name, **accuracy_row("bf16" if bf16 else "fp32", result)})
+    return rows
 
 
 def main() -> None:
@@ -88,15 +92,17 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     import os
 
     if args.train:
-        return accuracy(args.train, args.epochs, args.models, args.threads)
+        return save_benchmark(args.json, "cpu_precision", accuracy(args.train, args.epochs, args.models, args.threads))
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     p = load_params("resnet", "heatmap")
     models = {"resnet": (resnet.architecture(p.resnet), p.resnet.batch_size), "heatmap": (heatmap.architecture(p.heatmap), p.heatmap.batch_size)}
     print(f"CPU, {torch.get_num_threads()} threads, {args.images} images per variant and round, median of {args.rounds} rounds")
+    rows = []
     for name, (config, batch) in models.items():
         runs = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):
@@ -106,6 +112,8 @@ def main() -> None:
         for variant, values in runs.items():
             median = statistics.median(values)
             print(f"{name:8s} {variant:30s} {median:7.1f} img/s  {median / base:4.2f}x")
+            rows.append({"model": name, "variant": variant, "threads": torch.get_num_threads(), "img_s": round(median, 1), "ratio": round(median / base, 2)})
+    save_benchmark(args.json, "cpu_precision", rows)
 
 
 if __name__ == "__main__":

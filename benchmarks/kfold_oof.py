@@ -10,6 +10,7 @@ the CNN's here, scored together.
 Usage:
   python -m benchmarks.kfold_oof train SPLIT_DIR OUT --models resnet heatmap [--folds 0 1 2] [--set resnet.epochs=20 ...]
   python -m benchmarks.kfold_oof score SPLIT_DIR OUT [--set ensemble.per_keypoint=true ...]
+Both take ``--json PATH``: the printed figures (train: one row per fold; score: one row per variant) as a file.
 SPLIT_DIR is a split stage's output with K folds, e.g. ``data/split`` after
 ``dvc exp run split -S 'split.folds=[0,1,2,3,4]'`` (its labels already moved by ``data.label_offset_x``).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import save_benchmark
 from fkd.config import Params, load_params, load_yaml, parse_params, to_dict
 from fkd.data import load_fold
 from fkd.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
@@ -44,7 +46,7 @@ def with_settings(settings: list[str], params_file: str) -> Params:
 
 
 def train(args, p: Params) -> None:
-    out = Path(args.out)
+    out, rows = Path(args.out), []
     for name in args.models:
         for fold in args.folds:
             train_part, val = load_fold(args.split_dir, fold)
@@ -58,8 +60,10 @@ def train(args, p: Params) -> None:
             np.savez(out / name / f"{fold}.npz", rows=val.rows, **pred)
             row = {"model": name, "fold": fold, "seconds": round(time.perf_counter() - start, 1), **result.metrics(), **result.speed()}
             print(json.dumps(row), flush=True)
+            rows.append(row)
             with open(out / "train_log.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+    save_benchmark(args.json, "kfold_oof", rows)
 
 
 def score(args, p: Params) -> None:
@@ -76,8 +80,11 @@ def score(args, p: Params) -> None:
     results, fitted = evaluate_predictions(base, parts, p.ensemble, tta_flip=True)
     print(f"out of fold, {len(folds)} folds, {len(validation_rows(parts).keypoints)} faces")
     print(summary_table(results))
-    if fitted:
-        print("ensemble weights:", dict(zip(fitted["members"], np.round(np.asarray(fitted["weights"]), 4).tolist())))
+    weights = dict(zip(fitted["members"], np.round(np.asarray(fitted["weights"]), 4).tolist())) if fitted else None
+    if weights:
+        print("ensemble weights:", weights)
+    rows = [{"variant": name, **{k: None if v is None else round(v, 5) for k, v in r.metrics.items()}} for name, r in results.items()]
+    save_benchmark(args.json, "kfold_oof", rows, folds=folds, ensemble_weights=weights)
 
 
 def main() -> None:
@@ -89,6 +96,7 @@ def main() -> None:
     ap.add_argument("--folds", nargs="+", type=int)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     p = with_settings(args.set, args.params)

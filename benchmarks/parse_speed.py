@@ -3,7 +3,7 @@
 Builds a Kaggle-sized training.csv (7,049 rows, ~230 MB) from synthetic faces, times both
 readers in the same run (best of --repeat), checks they agree, and prints the figures and the ratio.
 
-    python -m benchmarks.parse_speed [--rows 7049] [--repeat 3]
+    python -m benchmarks.parse_speed [--rows 7049] [--repeat 3] [--json PATH]
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.report import save_benchmark
 from fkd.data import parse_training_csv
 from fkd.keypoints import COLUMNS
 from fkd.synthetic import make_dataset
@@ -40,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=7049)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training.csv"
@@ -57,6 +59,9 @@ def main() -> None:
     print(f"fkd.data.parse_training_csv: {ours:.2f} s ({args.rows / ours:,.0f} rows/s)")
     print(f"per-row np.fromstring loop:  {base:.2f} s ({args.rows / base:,.0f} rows/s)")
     print(f"speed-up: {base / ours:.1f}x")
+    save_benchmark(args.json, "parse_speed", [
+        {"reader": "fkd.data.parse_training_csv", "rows": args.rows, "MB": round(size_mb), "seconds": round(ours, 2), "speed_up": round(base / ours, 1)},
+        {"reader": "per-row np.fromstring loop", "rows": args.rows, "MB": round(size_mb), "seconds": round(base, 2), "speed_up": 1.0}])
 
 
 if __name__ == "__main__":

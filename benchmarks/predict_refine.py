@@ -10,6 +10,7 @@ model's NME on the original 96x96 faces for reference.
     python benchmarks/predict_refine.py data/split --model resnet --models models
     python benchmarks/predict_refine.py data/split --oracle          # sanity check: NME ~0
     python benchmarks/predict_refine.py data/split --part train --calibrate   # box -> eye constants
+    python benchmarks/predict_refine.py data/split --model ensemble --json figures.json   # the figures as a file too
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import save_benchmark  # noqa: E402
 from fkd import faces  # noqa: E402
 from fkd.data import load_fold  # noqa: E402
 from fkd.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--box-jitter", type=float, default=0.0,
                     help="move each detected box by up to this fraction of its width and scale it by up to 1 +- this (a loose hand-drawn box)")
     ap.add_argument("--calibrate", action="store_true", help="print where the eyes sit in the detector's boxes")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args(argv)
 
     train, val = load_fold(args.split_dir)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     bgs = backgrounds()
     truth_ext = to_extended(part.keypoints[order]).reshape(len(order), N_EXTENDED, 2)
 
-    model_fn = None
+    model_fn, figures = None, []
     if not args.oracle and not args.calibrate:
         from fkd.config import load_params
         from fkd.inference import load_predictor
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         framed = model_fn(part.images[order]).reshape(len(order), N_EXTENDED, 2)
         in_frame = np.mean([nme(scheme_points(p, t), t) for p, t in zip(framed, truth_ext)])
         print(f"model {kind}: NME on the original 96x96 faces {in_frame:.4f}")
+        figures.append({"figure": f"NME of {kind} on the original 96x96 faces", "value": round(float(in_frame), 4)})
 
     detected, false_boxes, det_time, errors, calib, framing = 0, 0, 0.0, [], [], []
     for face_i, truth in zip(order, truth_ext):
@@ -156,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.part} faces: {n}, detector {args.detector}, canvases 640x512, face scale x2-4, rotation +-20 deg, seed {args.seed}")
     print(f"detection rate {detected / n:.3f} ({detected}/{n}); false boxes per canvas {false_boxes / n:.3f}; "
           f"detector {1000 * det_time / n:.0f} ms per canvas")
+    figures += [{"figure": f"detection rate ({args.detector}, {n} faces)", "value": round(detected / n, 4)},
+                {"figure": "false boxes per canvas", "value": round(false_boxes / n, 3)},
+                {"figure": "detector ms per 640x512 canvas", "value": round(1000 * det_time / n)}]
     calib = np.array(calib)
     if len(calib):
         med = np.median(calib, axis=0)
@@ -169,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         e = np.array(errors)
         for p, name in enumerate(["pass 1 (box crop)", "pass 2 (eye-framed, the default)", "pass 3"]):
             print(f"NME {name}: mean {e[:, p].mean():.4f}, median {np.median(e[:, p]):.4f}")
+            figures += [{"figure": f"NME {name}, mean", "value": round(float(e[:, p].mean()), 4)},
+                        {"figure": f"NME {name}, median", "value": round(float(np.median(e[:, p])), 4)}]
+    save_benchmark(args.json, "predict_refine", figures)
 
 
 if __name__ == "__main__":

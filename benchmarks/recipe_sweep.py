@@ -1,7 +1,7 @@
 """Train several torch recipes on one split and print their validation RMSE, with and without flip TTA.
 
-Usage: python -m benchmarks.recipe_sweep SPLIT_DIR [--only NAME ...] [--epochs-scale F] [--speed-only]
-A development tool for choosing the shipped defaults by measurement (see README "Benchmarks").
+Usage: python -m benchmarks.recipe_sweep SPLIT_DIR [--only NAME ...] [--epochs-scale F] [--speed-only] [--json PATH]
+A development tool for choosing the shipped defaults by measurement (see docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.report import save_benchmark
 from fkd.config import load_params, parse_params, to_dict
 from fkd.data import load_fold
 from fkd.evaluate import score
@@ -78,15 +79,18 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true", help="only time a training step of each architecture on the CPU")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="append one JSON line per variant here")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    names = args.only or list(VARIANTS)
+    names, rows = args.only or list(VARIANTS), []
     if args.speed_only:
         for name in names:
             overrides, config = VARIANTS[name]
             config = config or resnet.architecture(params_with(overrides))
-            print(f"{name:24s} {speed(config, args.threads):7.1f} img/s (CPU, {args.threads} threads)", flush=True)
-        return
+            img_s = speed(config, args.threads)
+            print(f"{name:24s} {img_s:7.1f} img/s (CPU, {args.threads} threads)", flush=True)
+            rows.append({"name": name, "img_s": round(img_s, 1), "device": "cpu", "threads": args.threads})
+        return save_benchmark(args.json, "recipe_sweep", rows)
     train, val = load_fold(args.split_dir)
     for name in names:
         overrides, config = VARIANTS[name]
@@ -103,9 +107,11 @@ def main() -> None:
         row = {"name": name, "val_rmse": round(result.best_val_rmse, 4), "val_rmse_tta": round(tta, 4), "best_epoch": result.best_epoch,
                "epochs": p.epochs, "seconds": round(seconds, 1), "img_s": round(result.images_per_second, 1), "device": result.device}
         print(json.dumps(row), flush=True)
+        rows.append(row)
         if args.out:
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+    save_benchmark(args.json, "recipe_sweep", rows)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ published recipe's loop). Ours: the data set resident on the device as uint8, ba
 on-device augmentation, the configured batch size, and on CUDA bf16 autocast + channels_last.
 Both train the same architecture from params.yaml for the same number of images, in one run.
 
-    python -m benchmarks.train_speed [--images 1024] [--batch 32] [--device auto]
+    python -m benchmarks.train_speed [--images 1024] [--batch 32] [--device auto] [--json PATH]
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.report import save_benchmark
 from fkd.augment import augment_batch
 from fkd.config import load_params
 from fkd.models.resnet.network import KeypointResNet
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024, help="images timed per variant (after warm-up)")
     ap.add_argument("--batch", type=int, default=None, help="our batch size (default: resnet.batch_size)")
     ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: resnet.device)")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
     p = load_params("resnet").resnet
     seed_everything(0, p.threads)
@@ -96,10 +98,15 @@ def main() -> None:
 
     base = baseline(net(), images, targets, device, args.images)
     mine = ours(net(), images, targets, device, args.images, args.batch or p.batch_size, p)
+    ours_label = f"fkd loop (batch {args.batch or p.batch_size}{', bf16, channels_last' if device.type == 'cuda' and p.bf16 else ''})"
     print(f"device: {device_label(device)}, threads: {torch.get_num_threads()}")
     print(f"baseline (fp32, DataLoader, batch 16): {base:8.1f} img/s")
-    print(f"fkd loop (batch {args.batch or p.batch_size}{', bf16, channels_last' if device.type == 'cuda' and p.bf16 else ''}): {mine:8.1f} img/s")
+    print(f"{ours_label}: {mine:8.1f} img/s")
     print(f"ratio: {mine / base:.2f}x")
+    where = {"device": device_label(device), "threads": torch.get_num_threads(), "images": args.images}
+    save_benchmark(args.json, "train_speed", [
+        {"loop": "baseline (fp32, DataLoader, batch 16)", **where, "img_s": round(base, 1), "ratio": 1.0},
+        {"loop": ours_label, **where, "img_s": round(mine, 1), "ratio": round(mine / base, 2)}])
 
 
 if __name__ == "__main__":

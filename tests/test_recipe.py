@@ -1,20 +1,23 @@
 """One set of defaults: the quick start and the real-data run use the same recipe, and only the data
 differs. params.yaml is the real-data recipe; the drawn-faces set is chosen by ``data.source`` and
-sized by ``synthetic.*``, which only the download stage reads."""
+sized by ``synthetic.*``, which only the download stage reads. The commands are read where a user reads
+them: README.md's "Quick start" and "Real data", and docs/data.md's "Sources"."""
 from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from fkd.config import load_params
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
+DATA_DOC = (ROOT / "docs" / "data.md").read_text()
 
 
-def _section(title: str) -> str:
-    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def _section(title: str, text: str = README) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def _settings(command: str) -> list[str]:
@@ -28,8 +31,9 @@ def test_quick_start_is_plain_dvc_repro_on_the_shipped_params():
     assert "-S" not in block and "params" not in block
 
 
-def test_real_data_run_changes_only_where_the_data_comes_from():
-    commands = [line for line in _section("Real data").splitlines() if line.lstrip().startswith("dvc exp run")]
+@pytest.mark.parametrize("section", [_section("Real data"), _section("Sources", DATA_DOC)], ids=["README", "docs/data.md"])
+def test_real_data_run_changes_only_where_the_data_comes_from(section):
+    commands = [line for line in section.splitlines() if line.lstrip().startswith("dvc exp run")]
     assert commands
     for command in commands:
         keys = _settings(command)
