@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fkd.config import ParamsError, load_params, parse_params, to_dict
 from fkd.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
 from fkd.keypoints import N_EXTENDED, complete_mask, to_extended
-from tests.conftest import ROOT, dvc, dvc_log, make_project, project_env, run, stages_run
+from fkd.registry import MODELS
+from tests.conftest import ROOT, commit_all, copy_project, dvc, dvc_log, stages_run
 
 
 def _keypoints(n: int, seed: int = 0) -> np.ndarray:
@@ -139,21 +141,25 @@ TRAINERS = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")
 
 
 @pytest.fixture(scope="module")
-def fold_project(tmp_path_factory):
-    repo = make_project(tmp_path_factory.mktemp("folds") / "project", {"split": {"folds": list(FOLDS)}})
+def fold_project(trained_project, tmp_path_factory):
+    """A copy of the session's trained project (one fold) switched to two folds, reproduced and committed."""
+    repo = copy_project(trained_project, tmp_path_factory.mktemp("folds") / "project")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["split"]["folds"] = list(FOLDS)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc_log("repro", cwd=repo)
-    run(["git", "add", "-A"], cwd=repo, env=project_env())
-    run(["git", "commit", "-qm", "folds"], cwd=repo, env=project_env())
+    commit_all(repo, "folds")
     return repo, output
 
 
 @pytest.mark.slow
 def test_every_training_stage_runs_once_per_fold_and_evaluate_is_out_of_fold(fold_project):
     repo, output = fold_project
-    assert stages_run(output) == ({"download", "parse", "split", "evaluate", "submit"}
-                                  | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
-    for model in ("resnet/{}.pt", "heatmap/{}.pt", "cnn_adam/{}.keras", "cnn_sgd/{}.keras"):
-        assert all((repo / "models" / model.format(k)).is_file() for k in FOLDS)
+    # the data stages ran in the trained project; the new split re-runs split and everything after it
+    assert stages_run(output) == ({"split", "evaluate", "submit"} | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
+    for k in FOLDS:
+        for model in (*(MODELS[m].file(k) for m in MODELS), f"cnn_adam/{k}.keras"):
+            assert (repo / "models" / model).is_file(), model
     # out-of-fold: every labelled coordinate of every training row is scored exactly once
     labelled = to_extended(np.load(repo / "data/prepared/train_keypoints.npy"))
     per_point = pd.read_csv(repo / "plots/per_keypoint/resnet.csv")
