@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic data made on the fly, and a temporary DVC project."""
+"""Shared fixtures: small synthetic data made on the fly, a temporary DVC project, and one tiny trained
+project per test session (``trained_project``, read-only; ``trained_copy`` for a test that changes it)."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,10 +95,58 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     return dest
 
 
+def commit_all(repo: Path, message: str) -> None:
+    """``git add -A`` and ``git commit`` in ``repo``."""
+    run(["git", "add", "-A"], cwd=repo, env=project_env())
+    run(["git", "commit", "-q", "-m", message], cwd=repo, env=project_env())
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A full copy of the repo ``src`` (work tree, .git, .dvc/cache) at ``dest``: cheap at TINY_PARAMS' size."""
+    dvc_tmp = src / ".dvc" / "tmp"  # dvc's locks and scratch files: the copy makes its own
+
+    def skip(folder: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(folder) == dvc_tmp.parent else []
+
+    shutil.copytree(src, dest, symlinks=True, ignore=skip)
+    return dest
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A temporary git+DVC copy of this pipeline with tiny params."""
     return make_project(tmp_path / "project")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """The session's one from-scratch ``dvc repro`` of the tiny pipeline."""
+
+    path: Path  # the repo: committed after the repro ("trained"), its parent "init" the untrained project
+    log: str  # dvc repro's stdout and stderr
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """``make_project`` + ``dvc repro`` + commit, once per session (the slow lane's only full training run
+    besides the fan-out test's machines)."""
+    repo = make_project(tmp_path_factory.mktemp("trained") / "project")
+    log = dvc_log("repro", cwd=repo)
+    commit_all(repo, "trained")
+    return TrainedRun(repo, log)
+
+
+@pytest.fixture(scope="session")
+def trained_project(trained_run: TrainedRun) -> Path:
+    """The trained tiny project, shared: read it, run read-only dvc commands in it, never change it
+    (use ``trained_copy`` for that)."""
+    return trained_run.path
+
+
+@pytest.fixture
+def trained_copy(trained_project: Path, tmp_path: Path) -> Path:
+    """A private copy of ``trained_project`` (git history, DVC cache and outputs) to change."""
+    return copy_project(trained_project, tmp_path / "project")
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,7 @@ def test_flip_pipeline_mirrors_some_images_with_their_keypoints(names):
     assert 0 < mirrored < 16
 
 
+@pytest.mark.slow
 def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
     train, val = load_fold(split_dir)
     p = tiny_params()
@@ -130,6 +131,7 @@ def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
     assert np.array_equal(load_model_fn(tmp_path / "a.keras")(val.images), load_model_fn(tmp_path / "b.keras")(val.images))
 
 
+@pytest.mark.slow
 def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(split_dir, tmp_path):
     import keras
 
@@ -154,6 +156,7 @@ def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(s
     np.testing.assert_allclose(load_model_fn(tmp_path / "sgd.keras")(val.images), phase1, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phase_2_inherits_it(split_dir, tmp_path):
     import keras
 
@@ -184,6 +187,7 @@ def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phas
         assert fp32.best_val_rmse != adam.best_val_rmse
 
 
+@pytest.mark.slow
 def test_both_phases_run_through_dvc_repro(project):
     out = dvc("repro", "train_cnn_sgd", cwd=project)  # the group: every fold's stage (one fold here)
     assert "epoch   1/1" in out.stdout + out.stderr

@@ -19,6 +19,7 @@ interpolation are checked as DVC runs them (one entry per generated stage, ``gro
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,14 +207,21 @@ def _project_stages() -> list[str]:
     return [s for s, d in resolved_stages(ROOT).items() if stage_module(d)]
 
 
+@functools.cache
+def _project_differences() -> tuple[dict, dict]:
+    """This project's :func:`code_dep_differences` and import chains, computed once for all the tests below."""
+    chains: dict = {}
+    return code_dep_differences(ROOT, chains), chains
+
+
 def test_dvc_yaml_has_python_stages():
     assert len(_project_stages()) >= 8, _project_stages()
 
 
 @pytest.mark.parametrize("stage", _project_stages())
 def test_stage_code_deps_are_exactly_its_imports(stage):
-    chains: dict = {}
-    missing, extra = code_dep_differences(ROOT, chains)[stage]
+    diffs, chains = _project_differences()
+    missing, extra = diffs[stage]
     assert not missing and not extra, (
         f"dvc.yaml stage {stage!r}: its .py deps differ from what `python -m stages.{stage_module(resolved_stages(ROOT)[stage])}` imports\n"
         + format_differences({stage: (missing, extra)}, chains)
@@ -222,8 +230,7 @@ def test_stage_code_deps_are_exactly_its_imports(stage):
 
 def test_all_stage_code_deps_at_once():
     """One summary of every stage's differences (the per-stage tests above give the same, one by one)."""
-    diffs = code_dep_differences(ROOT)
-    report = format_differences(diffs)  # chains: see the per-stage tests
+    report = format_differences(_project_differences()[0])  # chains: see the per-stage tests
     assert not report, "dvc.yaml code deps differ from the stages' imports:\n" + report
 
 

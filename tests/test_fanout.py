@@ -9,7 +9,9 @@ that run the workflow's own step scripts. A runs the unit train_resnet, B the un
 train_cnn_sgd, S one sweep value; each pushes its outputs and its run-cache. C pulls the run-cache and
 reproduces: every training stage (and every data stage) comes back from the run-cache, only evaluate
 and submit run, and C's submission.csv, models and metrics are byte-identical to those of D, a single
-machine that ran the whole ``dvc repro`` itself. The gate step then passes against D's commit.
+machine that ran the whole ``dvc repro`` itself (the session's trained project, tests/conftest.py). The
+gate step then passes against D's commit. A, B and C start from empty caches, so this is also the suite's
+from-scratch reproduction: C's dvc.lock, metrics and plots are D's committed files, byte for byte.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fkd.registry import MODELS
 from tests.conftest import ROOT, dvc_log, make_project, project_env, run, stages_run
 from tests.test_remote import BUCKET, clone, s3_endpoint, sha256  # noqa: F401  (s3_endpoint: a fixture)
 
@@ -31,8 +34,8 @@ PIPELINE = ROOT / ".github" / "workflows" / "pipeline.yml"
 TRAINERS = {"train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: each group's one stage
 DATA_STAGES = {"download", "parse", "split"}
 DEFAULT_UNITS = ["train_resnet", "train_heatmap", "train_cnn_sgd"]  # train_cnn_sgd brings train_cnn_adam
-OUTPUTS = ("submission.csv", "models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_adam/0.keras",
-           "models/cnn_sgd/0.keras", "models/ensemble.json")
+OUTPUTS = ("submission.csv", *(f"models/{MODELS[m].file(0)}" for m in ("resnet", "heatmap")), "models/cnn_adam/0.keras",
+           f"models/{MODELS['cnn'].file(0)}", "models/ensemble.json")
 PREFIX = "fanout"  # the remote's folder in the bucket
 SWEEP_SETTING = "resnet.lr=0.002"  # not the base value: the sweep unit trains one model, restores the rest
 
@@ -292,7 +295,7 @@ def lock_md5(repo: Path, stage: str, path: str) -> str:
 
 
 @pytest.mark.slow
-def test_units_on_separate_machines_collect_to_the_single_machine_result(workflow, tmp_path, s3_endpoint):
+def test_units_on_separate_machines_collect_to_the_single_machine_result(workflow, tmp_path, s3_endpoint, trained_run):
     problems = run_cacheable_problems(ROOT / "dvc.yaml")
     if problems:
         pytest.fail(RUN_CACHE_FIX + "\nNow: " + "; ".join(problems))
@@ -338,11 +341,9 @@ def test_units_on_separate_machines_collect_to_the_single_machine_result(workflo
     assert bundle.is_file(), out
 
     # Machine D: one machine, the whole pipeline, no remote: the result to match. Its commit is the gate's baseline.
-    d = clone(origin, tmp_path / "d")
-    out = dvc_log("repro", cwd=d)
-    assert stages_run(out) == DATA_STAGES | TRAINERS | {"evaluate", "submit"}, out
-    run(["git", "add", "-A"], cwd=d, env=env)
-    run(["git", "commit", "-qm", "single machine"], cwd=d, env=env)
+    # The session's trained project is that machine: the same files as origin's first commit, `dvc repro`, committed.
+    d = trained_run.path
+    assert stages_run(trained_run.log) == DATA_STAGES | TRAINERS | {"evaluate", "submit"}, trained_run.log
 
     # Machine C: the collect job.
     c = clone(origin, tmp_path / "c")
@@ -369,6 +370,12 @@ def test_units_on_separate_machines_collect_to_the_single_machine_result(workflo
     assert sweep_rows and "0.002" in sweep_rows[0] and "resnet.lr" in summary, summary
     out = run_steps(workflow, "collect", ["gate"], c, c_env)  # fails the test if the gate fails
     assert "origin/single" in out, out
+
+    # From scratch (A, B and C had empty caches; every stage ran on one of them), the same bytes as D's commit:
+    # C's work tree differs from it only by what origin added (the S3 remote, gate.yaml).
+    run(["git", "add", "-A"], cwd=c, env=env)
+    differs = run(["git", "diff", "--cached", "--name-only", "origin/single"], cwd=c, env=env).stdout.split()
+    assert set(differs) == {".dvc/config", "gate.yaml"}, run(["git", "diff", "--cached", "--stat", "origin/single"], cwd=c, env=env).stdout
 
     keys = remote_keys(s3_endpoint)
     runs = [k for k in keys if k.startswith("runs/")]

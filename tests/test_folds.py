@@ -12,7 +12,8 @@ import yaml
 from fkd.config import ParamsError, load_params, parse_params, to_dict
 from fkd.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
 from fkd.keypoints import N_EXTENDED, complete_mask, to_extended
-from tests.conftest import ROOT, dvc, dvc_log, make_project, project_env, run, stages_run
+from fkd.registry import MODELS
+from tests.conftest import ROOT, commit_all, copy_project, dvc, dvc_log, project_env, run, stages_run
 
 
 def _keypoints(n: int, seed: int = 0) -> np.ndarray:
@@ -140,21 +141,25 @@ TRAINERS = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")
 
 
 @pytest.fixture(scope="module")
-def fold_project(tmp_path_factory):
-    repo = make_project(tmp_path_factory.mktemp("folds") / "project", {"split": {"folds": list(FOLDS)}})
+def fold_project(trained_project, tmp_path_factory):
+    """A copy of the session's trained project (one fold) switched to two folds, reproduced and committed."""
+    repo = copy_project(trained_project, tmp_path_factory.mktemp("folds") / "project")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["split"]["folds"] = list(FOLDS)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc_log("repro", cwd=repo)
-    run(["git", "add", "-A"], cwd=repo, env=project_env())
-    run(["git", "commit", "-qm", "folds"], cwd=repo, env=project_env())
+    commit_all(repo, "folds")
     return repo, output
 
 
 @pytest.mark.slow
 def test_every_training_stage_runs_once_per_fold_and_evaluate_is_out_of_fold(fold_project):
     repo, output = fold_project
-    assert stages_run(output) == ({"download", "parse", "split", "evaluate", "submit"}
-                                  | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
-    for model in ("resnet/{}.safetensors", "heatmap/{}.safetensors", "cnn_adam/{}.keras", "cnn_sgd/{}.keras"):
-        assert all((repo / "models" / model.format(k)).is_file() for k in FOLDS)
+    # the data stages ran in the trained project; the new split re-runs split and everything after it
+    assert stages_run(output) == ({"split", "evaluate", "submit"} | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
+    for k in FOLDS:
+        for model in (*(MODELS[m].file(k) for m in MODELS), f"cnn_adam/{k}.keras"):
+            assert (repo / "models" / model).is_file(), model
     # out-of-fold: every labelled coordinate of every training row is scored exactly once
     labelled = to_extended(np.load(repo / "data/prepared/train_keypoints.npy"))
     per_point = pd.read_csv(repo / "plots/per_keypoint/resnet.csv")
@@ -179,7 +184,6 @@ def test_a_models_params_rerun_only_its_folds(fold_project):
 def test_a_model_of_a_fold_no_longer_trained_is_refused_naming_it(tmp_path):
     from fkd.errors import ModelFileError
     from fkd.inference import check_fold_models
-    from fkd.registry import MODELS
 
     for spec in MODELS.values():
         (tmp_path / spec.folder).mkdir()
@@ -200,12 +204,7 @@ def test_a_model_of_a_fold_no_longer_trained_is_refused_naming_it(tmp_path):
 
 @pytest.mark.slow
 def test_shrinking_the_folds_keeps_dvc_lock_true_for_a_fresh_clone(fold_project, tmp_path):
-    import shutil
-
-    from fkd.registry import MODELS
-
-    repo = tmp_path / "project"
-    shutil.copytree(fold_project[0], repo, symlinks=True)
+    repo = copy_project(fold_project[0], tmp_path / "project")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["split"]["folds"] = [0]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -221,11 +220,9 @@ def test_shrinking_the_folds_keeps_dvc_lock_true_for_a_fresh_clone(fold_project,
     dvc_log("repro", cwd=repo)
     remote = tmp_path / "remote"
     dvc("remote", "add", "-d", "shared", str(remote), cwd=repo)
-    env = project_env()
-    run(["git", "add", "-A"], cwd=repo, env=env)
-    run(["git", "commit", "-qm", "one fold"], cwd=repo, env=env)
+    commit_all(repo, "one fold")
     dvc("push", cwd=repo)
-    clone = tmp_path / "clone"
+    clone, env = tmp_path / "clone", project_env()
     run(["git", "clone", "-q", str(repo), str(clone)], cwd=tmp_path, env=env)
     dvc("pull", cwd=clone)
     status = dvc("status", cwd=clone)

@@ -8,8 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run
 from tests.test_evaluate import tiny_params_file
+
+
+def kfold_oof_main(monkeypatch, capsys, *argv: str) -> str:
+    """``python -m benchmarks.kfold_oof ARGV`` in this process (what a subprocess would add: only imports): stdout."""
+    from benchmarks import kfold_oof
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["kfold_oof", *argv])
+    kfold_oof.main()
+    return capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +32,12 @@ def two_fold_split(synthetic_raw, tmp_path_factory):
     return out
 
 
-def test_train_then_score_covers_every_row_once(two_fold_split, tmp_path):
+@pytest.mark.slow
+def test_train_then_score_covers_every_row_once(two_fold_split, tmp_path, monkeypatch, capsys):
     params = tiny_params_file(tmp_path, {"ensemble": {"members": ["resnet", "heatmap"]}})
     out = tmp_path / "oof"
-    cmd = [sys.executable, "-m", "benchmarks.kfold_oof"]
     args = [str(two_fold_split), str(out), "--models", "resnet", "heatmap", "--params", str(params)]
-    trained = run([*cmd, "train", *args], cwd=ROOT).stdout
+    trained = kfold_oof_main(monkeypatch, capsys, "train", *args)
     log = [json.loads(line) for line in trained.splitlines() if line.startswith("{")]
     assert [(r["model"], r["fold"]) for r in log] == [("resnet", 0), ("resnet", 1), ("heatmap", 0), ("heatmap", 1)]
     assert all(r["epochs_run"] == 1 for r in log)
@@ -40,19 +49,18 @@ def test_train_then_score_covers_every_row_once(two_fold_split, tmp_path):
         assert sorted(rows.tolist()) == list(range(n_rows))  # out of fold: every row predicted once
         assert all(s["direct"].shape == s["tta"].shape == (len(s["rows"]), 34) for s in saved)
 
-    scored = run([*cmd, "score", *args], cwd=ROOT).stdout
+    scored = kfold_oof_main(monkeypatch, capsys, "score", *args)
     assert f"out of fold, 2 folds, {n_rows} faces" in scored
     variants = {line.split()[0] for line in scored.splitlines()[2:] if line and not line.startswith("ensemble weights")}
     assert {"resnet", "resnet_tta", "heatmap_tta", "ensemble", "ensemble_tta", "mean_shape"} <= variants, scored
     assert "ensemble weights: {'resnet':" in scored
 
 
-def test_score_refuses_predictions_saved_for_another_split(two_fold_split, tmp_path):
+def test_score_refuses_predictions_saved_for_another_split(two_fold_split, tmp_path, monkeypatch, capsys):
     params = tiny_params_file(tmp_path, {"ensemble": {"members": ["resnet"]}})
     out = tmp_path / "oof"
     for k in (0, 1):
         (out / "resnet").mkdir(parents=True, exist_ok=True)
         np.savez(out / "resnet" / f"{k}.npz", rows=np.arange(3), direct=np.zeros((3, 34)), tta=np.zeros((3, 34)))
-    proc = run([sys.executable, "-m", "benchmarks.kfold_oof", "score", str(two_fold_split), str(out), "--models", "resnet",
-                "--params", str(params)], cwd=ROOT, check=False)
-    assert proc.returncode != 0 and "0.npz: saved for other rows than fold 0" in proc.stderr
+    with pytest.raises(SystemExit, match="0.npz: saved for other rows than fold 0"):  # a message: exit status 1
+        kfold_oof_main(monkeypatch, capsys, "score", str(two_fold_split), str(out), "--models", "resnet", "--params", str(params))

@@ -69,6 +69,7 @@ def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
     assert pred.shape == (2, 34) and np.isfinite(pred).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fit_trains_every_phase_and_writes_a_file_its_loader_reads(name, split_dir, tmp_path):
     """``MODELS[name].fit``: the whole training of one fold (both CNN phases), as the training stages run it."""

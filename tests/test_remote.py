@@ -1,4 +1,5 @@
-"""Cached artifacts: push a trained pipeline to a remote, pull it in a fresh clone, retrain nothing.
+"""Cached artifacts: push a trained pipeline (a copy of the session's trained project) to a remote, pull it in a
+fresh clone, retrain nothing.
 
 Two remotes: the project's default (a local folder, no account) and S3, served by moto on 127.0.0.1.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc_log, make_project, project_env, run, stages_run
+from fkd.registry import MODELS
+from tests.conftest import commit_all, copy_project, dvc_log, project_env, run, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +22,8 @@ BUCKET = "fkd-dvc-cache"
 #: Dummy credentials for the loopback S3 server; kept in .dvc/config.local, as a user keeps real ones.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
 TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")  # one fold: <stage>@0, metrics/<stage>/0/
-MODELS = ("models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_adam/0.keras", "models/cnn_sgd/0.keras",
-          "models/ensemble.json")
+TORCH_MODELS = tuple(f"models/{MODELS[m].file(0)}" for m in ("resnet", "heatmap"))
+MODEL_FILES = (*TORCH_MODELS, "models/cnn_adam/0.keras", f"models/{MODELS['cnn'].file(0)}", "models/ensemble.json")
 
 
 def sha256(path: Path) -> str:
@@ -56,16 +58,13 @@ def add_s3_credentials(repo: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, s3_endpoint) -> Path:
-    """Repo A: the tiny pipeline run, committed, and pushed to S3."""
-    repo = make_project(tmp_path_factory.mktemp("remote") / "a")
+def trained(trained_project, tmp_path_factory, s3_endpoint) -> Path:
+    """Repo A: the tiny pipeline run and committed (a copy of the session's), with an S3 remote, pushed to it."""
+    repo = copy_project(trained_project, tmp_path_factory.mktemp("remote") / "a")
     dvc_log("remote", "add", "s3", f"s3://{BUCKET}/fkd", cwd=repo)
     dvc_log("remote", "modify", "s3", "endpointurl", s3_endpoint, cwd=repo)
     add_s3_credentials(repo)
-    dvc_log("repro", cwd=repo)
-    env = project_env()
-    run(["git", "add", "-A"], cwd=repo, env=env)
-    run(["git", "commit", "-q", "-m", "trained"], cwd=repo, env=env)
+    commit_all(repo, "s3 remote")
     dvc_log("push", "-r", "s3", cwd=repo)
     return repo
 
@@ -83,7 +82,7 @@ def test_default_remote_is_a_local_folder(trained):
     assert storage.is_dir() and any(storage.rglob("*")), "dvc push wrote nothing to the default remote"
     repo = clone(trained, trained.parent / "b")  # a sibling: the relative remote path resolves alike
     dvc_log("pull", cwd=repo)
-    for path in MODELS:
+    for path in MODEL_FILES:
         assert sha256(repo / path) == sha256(trained / path), path
 
 
@@ -94,11 +93,11 @@ def test_committed_config_holds_no_credentials(trained):
 
 def test_s3_pull_in_a_fresh_clone_restores_models_byte_identical(trained, tmp_path):
     repo = clone(trained, tmp_path / "b")
-    for path in MODELS:
+    for path in MODEL_FILES:
         assert not (repo / path).exists()
     add_s3_credentials(repo)
     dvc_log("pull", "-r", "s3", cwd=repo)
-    for path in MODELS:
+    for path in MODEL_FILES:
         assert sha256(repo / path) == sha256(trained / path), path
     assert "Data and pipelines are up to date" in dvc_log("status", cwd=repo)
     assert stages_run(dvc_log("repro", cwd=repo)) == set()
@@ -119,7 +118,7 @@ def test_repro_pull_trains_nothing(trained, tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc_log("repro", "--pull", cwd=repo)
     assert stages_run(output) == {"evaluate", "submit"}, output
-    for path in ("models/resnet/0.safetensors", "models/heatmap/0.safetensors", "models/cnn_sgd/0.keras"):
+    for path in (*TORCH_MODELS, f"models/{MODELS['cnn'].file(0)}"):
         assert sha256(repo / path) == sha256(trained / path), path
 
 

@@ -2,9 +2,10 @@
 
 * Model files: ``fkd.torch_nn.save_checkpoint`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
   whatever the file name, the time of day, or the process (object addresses) that saved it.
-* The pipeline: after ``dvc repro`` and a commit, a second ``dvc repro`` runs nothing and changes nothing;
-  wiping the cache and every output and reproducing from scratch leaves ``git status`` clean (dvc.lock,
-  the committed metrics and plots byte-identical); run timings stay out of the committed metrics.
+* The pipeline (the session's trained project): after ``dvc repro`` and a commit, a second ``dvc repro`` runs
+  nothing and changes nothing; run timings stay out of the committed metrics. Reproducing from scratch (an empty
+  cache, no outputs) gives the same dvc.lock, metrics, plots, models and submission: tests/test_fanout.py's
+  machines do that, and compare every byte with this project.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc_log, make_project, project_env, run, stages_run
+from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc_log, project_env, run, stages_run
 from tests.test_deps import resolved_stages
 
 TIMING_KEYS = {"train_seconds", "images_per_second"}
@@ -153,9 +154,10 @@ BUILD_AND_SAVE = textwrap.dedent("""
 
 
 def test_two_processes_save_the_same_seeded_model_to_the_same_bytes(tmp_path):
-    folders = [tmp_path / "one", tmp_path / "two"]
-    for folder in folders:  # one after the other: the machine is small
-        run([sys.executable, "-c", BUILD_AND_SAVE, str(folder)], cwd=ROOT, env=project_env())
+    """This process and a fresh one (other object addresses) build, seed and save alike."""
+    folders = [tmp_path / "here", tmp_path / "subprocess"]
+    save_both_ways(tiny_cnn(seed=0), folders[0])
+    run([sys.executable, "-c", BUILD_AND_SAVE, str(folders[1])], cwd=ROOT, env=project_env())
     for name in ("save_model.keras", "stable.keras"):
         assert_same_bytes(folders[0] / name, folders[1] / name)
 
@@ -192,38 +194,27 @@ def find_keys(obj, keys: set[str], path: str = "") -> list[str]:
 
 
 @pytest.mark.slow
-def test_repro_is_byte_for_byte_reproducible(tmp_path):
-    project = make_project(tmp_path / "project")
-    all_stages = set(resolved_stages(project))  # as DVC names them (group@key for foreach/matrix)
-    out = dvc_log("repro", cwd=project)
-    assert stages_run(out) == all_stages, out
-    git("add", "-A", cwd=project)
-    git("commit", "-qm", "repro", cwd=project)
-
-    # committed metrics: no timings (they live in the untracked speed.json beside them)
-    committed = git("ls-files", cwd=project).split()
+def test_committed_metrics_carry_no_run_timings(trained_project):
+    """Timings live in the untracked speed.json beside each training stage's metrics."""
+    committed = git("ls-files", cwd=trained_project).split()
     metric_files = [f for f in committed if f.startswith("metrics/") and f.endswith(".json")]
     assert {"metrics/train_resnet/0/metrics.json", "metrics/train_cnn_adam/0/metrics.json",
             "metrics/train_cnn_sgd/0/metrics.json"} <= set(metric_files), committed
-    timings = {f: keys for f in metric_files if (keys := find_keys(json.loads((project / f).read_text()), TIMING_KEYS))}
+    timings = {f: keys for f in metric_files if (keys := find_keys(json.loads((trained_project / f).read_text()), TIMING_KEYS))}
     assert not timings, f"committed metrics carry run timings (they differ every run): {timings}"
     for stage in ("train_resnet", "train_cnn_adam", "train_cnn_sgd"):
         speed = f"metrics/{stage}/0/speed.json"
-        assert (project / speed).exists() and speed not in committed, f"{speed} should exist and stay out of git"
-        assert set(json.loads((project / speed).read_text())) == TIMING_KEYS
+        assert (trained_project / speed).exists() and speed not in committed, f"{speed} should exist and stay out of git"
+        assert set(json.loads((trained_project / speed).read_text())) == TIMING_KEYS
 
-    # nothing changed: nothing runs, nothing moves
-    out = dvc_log("repro", cwd=project)
+
+@pytest.mark.slow
+def test_a_second_repro_runs_nothing_and_moves_nothing(trained_project):
+    """After ``dvc repro`` and a commit, nothing changed: nothing runs, nothing moves. (A from-scratch reproduction
+    compared byte for byte with this project: tests/test_fanout.py, whose machines train it again from an empty cache.)"""
+    all_stages = set(resolved_stages(trained_project))
+    out = dvc_log("repro", cwd=trained_project)
     assert stages_run(out) == set(), f"a repro of an unchanged pipeline ran stages:\n{out}"
     skipped = {s for s in all_stages if f"Stage '{s}' didn't change, skipping" in out}
     assert skipped == all_stages, f"DVC did not report every stage unchanged (missing {all_stages - skipped}):\n{out}"
-    assert_clean(project, "after a second dvc repro")
-
-    # from scratch: no cache (so no run-cache either), no outputs: every stage really runs again
-    for name in (".dvc/cache", "models", "data"):
-        run(["rm", "-rf", name], cwd=project)
-    out = dvc_log("repro", cwd=project)
-    assert stages_run(out) == all_stages, f"a repro from scratch must run every stage:\n{out}"
-    assert_clean(project, "after dvc repro from an empty cache")
-    for f in metric_files:
-        assert not find_keys(json.loads((project / f).read_text()), TIMING_KEYS), f
+    assert_clean(trained_project, "after a second dvc repro")

@@ -87,6 +87,7 @@ def test_rotation_moves_keypoints_with_the_image_and_drops_points_that_leave():
     assert torch.isnan(moved_far).any()
 
 
+@pytest.mark.slow
 def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
@@ -100,6 +101,7 @@ def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
     assert pred.shape == (3, 34) and np.isfinite(pred).all()
 
 
+@pytest.mark.slow
 def test_stage_runs_through_dvc_repro(project):
     dvc("repro", "train_resnet", cwd=project)
     metrics = json.loads((project / "metrics/train_resnet/0/metrics.json").read_text())
@@ -109,6 +111,7 @@ def test_stage_runs_through_dvc_repro(project):
     assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=project).stdout
 
 
+@pytest.mark.slow
 def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(split_dir, tmp_path):
     from fkd.train_result import cpu_has_native_bf16
 
@@ -126,6 +129,7 @@ def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(
     assert pred.shape == (3, 34) and np.isfinite(pred).all()
 
 
+@pytest.mark.slow
 def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
     from fkd.errors import TrainingError
 
@@ -136,6 +140,7 @@ def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
     """The same run saved under two names gives the same bytes (torch names archive records after the file)."""
     train, val = load_fold(split_dir)
