@@ -1,5 +1,4 @@
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_perm
 from fkd.models.cnn.network import MaskedHuber, MaskedRMSE, build_model, load_model_fn, save_model
 from fkd.models.cnn.train import flip_batch, targets_for, train_adam, train_dataset, train_sgd
 from fkd.synthetic import draw_face
-from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc, run
+from tests.conftest import ROOT, TINY_PARAMS, deep_update
 
 
 def tiny_params(**cnn):
@@ -186,26 +185,3 @@ def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phas
     if native:
         assert fp32.best_val_rmse != adam.best_val_rmse
 
-
-@pytest.mark.slow
-def test_both_phases_run_through_dvc_repro(project):
-    out = dvc("repro", "train_cnn_sgd", cwd=project)  # the group: every fold's stage (one fold here)
-    assert "epoch   1/1" in out.stdout + out.stderr
-    adam = json.loads((project / "metrics/train_cnn_adam/0/metrics.json").read_text())
-    sgd = json.loads((project / "metrics/train_cnn_sgd/0/metrics.json").read_text())
-    for m in (adam, sgd):
-        assert m["epochs_run"] == 1 and m["best_epoch"] == 1 and m["device"] == "cpu"
-        assert 0 < m["best_val_rmse"] < 96 and "images_per_second" not in m and "train_seconds" not in m  # not reproducible
-    for stage in ("train_cnn_adam", "train_cnn_sgd"):  # speed goes beside the metrics, untracked by git
-        speed = json.loads((project / f"metrics/{stage}/0/speed.json").read_text())
-        assert speed["images_per_second"] > 0 and speed["train_seconds"] > 0
-        assert run(["git", "check-ignore", "-q", f"metrics/{stage}/0/speed.json"], cwd=project, check=False).returncode == 0
-    assert sgd["adam_val_rmse"] == pytest.approx(adam["best_val_rmse"], rel=1e-4)
-    assert sgd["improved_on_adam"] == (sgd["best_val_rmse"] < sgd["adam_val_rmse"])
-    for stage in ("train_cnn_adam", "train_cnn_sgd"):
-        for name in ("train_loss", "val_loss", "val_rmse", "lr"):
-            rows = (project / f"metrics/{stage}/0/plots/metrics/{name}.tsv").read_text().splitlines()
-            assert len(rows) == 2  # header + one epoch
-    pred = load_model_fn(project / "models/cnn_sgd/0.keras")(load_fold(project / "data/split")[1].images)
-    assert pred.shape[1] == 34 and np.isfinite(pred).all()
-    assert "up to date" in dvc("status", "train_cnn_sgd", cwd=project).stdout

@@ -11,24 +11,14 @@ import yaml
 from fkd.gate import (NOT_FOUND, GateError, baseline_values, compare, file_metrics, flatten, format_table,
                       load_rules, main, parse_rules, restore_dropped, write_baseline)
 from tests.conftest import ROOT
+from tests.test_gate import TOLERANCES
 
-#: the committed metrics of tests/test_gate.py's repo, flattened as DVC shows them
+#: the committed metrics of tests/test_gate.py's repo (its TOLERANCES), flattened as DVC shows them
 BASE = {
     "metrics/evaluate/resnet.json": {"rmse": 2.0, "complete.rmse": 2.5, "partial.rmse": 1.5},
     "metrics/evaluate/cnn.json": {"rmse": 3.0, "complete.rmse": 3.5, "partial.rmse": 2.5},
     "metrics/train_resnet/metrics.json": {"best_val_rmse": 2.1, "device": "cpu", "images_per_second": 100.0},
 }
-TOLERANCES = """\
-tracked:
-  - files: metrics/evaluate/*.json
-    keys: [rmse, complete.rmse]
-    abs: 0.05
-    rel: 0.02
-  - files: metrics/train_*/metrics.json
-    keys: best_val_rmse
-    abs: 0.05
-    rel: 0.0
-"""
 RULES = parse_rules(yaml.safe_load(TOLERANCES))
 
 
