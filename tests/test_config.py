@@ -161,3 +161,12 @@ def test_a_stage_turns_a_range_error_into_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: params: 'split.val_fraction' must be in (0, 1), got 1.5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_python_tag_in_params_yaml_runs_nothing_and_is_one_line(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "params.yaml"
+    path.write_text(f'data: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ParamsError) as err:
+        load_params(path=path)
+    assert str(err.value).startswith(f"params: {path} is not valid YAML") and not marker.exists()
