@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import save_benchmark  # noqa: E402
 from fkd import faces  # noqa: E402
+from fkd.config import MODEL_NAMES  # noqa: E402
 from fkd.data import load_fold  # noqa: E402
 from fkd.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=300, help="faces to place (first N of a seeded shuffle)")
     ap.add_argument("--seed", type=int, default=0)
     who = ap.add_mutually_exclusive_group()
-    who.add_argument("--model", choices=["resnet", "cnn", "ensemble"], help="default: params.yaml submit.model")
+    who.add_argument("--model", choices=[*MODEL_NAMES, "ensemble"], help="default: params.yaml submit.model")
     who.add_argument("--oracle", action="store_true", help="predict the true keypoints of each crop (checks the geometry)")
     ap.add_argument("--models", default="models")
     ap.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation (default: params submit.tta_flip)")
@@ -117,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         from fkd.config import load_params
         from fkd.inference import load_predictor
 
-        params = load_params("ensemble", "submit")
+        params = load_params("ensemble", "submit", "split")
         kind = args.model or params.submit.model
-        model_fn = load_predictor(kind, args.models, params.ensemble.weights, params.submit.tta_flip and not args.no_tta)
+        model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip and not args.no_tta, params.split.folds)
         framed = model_fn(part.images[order]).reshape(len(order), N_EXTENDED, 2)
         in_frame = np.mean([nme(scheme_points(p, t), t) for p, t in zip(framed, truth_ext)])
         print(f"model {kind}: NME on the original 96x96 faces {in_frame:.4f}")

@@ -78,7 +78,7 @@ def sweep(baseline) -> dict[float, str]:
     """A queued sweep over resnet.lr run two at a time: lr -> experiment name."""
     before = {row["Experiment"] for row in exp_table(baseline)}
     dvc_log("exp", "run", "--queue", "-S", "resnet.lr=" + ",".join(map(str, SWEEP_LRS)), cwd=baseline)
-    # README "Queue workers": N background workers, threads per job so that jobs x threads <= cores
+    # docs/sharing.md "Queue workers": N background workers, threads per job so that jobs x threads <= cores
     # (TINY_PARAMS train with 1 thread each: 2 jobs x 1 thread on CI's 2 cores).
     dvc_log("queue", "start", "-j", "2", cwd=baseline)
     deadline = time.monotonic() + 1800
