@@ -6,6 +6,7 @@ code and the one-line stderr a user sees. Comparing plain dicts is in tests/test
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fkd import gate as gate_module
-from tests.conftest import ROOT, dvc, project_env, run
+from tests.conftest import ROOT, commit_all, dvc, project_env, run
 
 COMMITTED = {
     "metrics/evaluate/resnet.json": {"rmse": 2.0, "complete": {"rmse": 2.5}, "partial": {"rmse": 1.5}},
@@ -98,14 +99,14 @@ def changed(path: str, **values) -> dict:
     return {path: new}
 
 
-def commit(repo: Path, message: str) -> None:
-    env = project_env()
-    run(["git", "add", "-A"], cwd=repo, env=env)
-    run(["git", "commit", "-q", "-m", message], cwd=repo, env=env)
-
-
-def undo_commit(repo: Path) -> None:
-    run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=repo, env=project_env())
+@contextlib.contextmanager
+def committed(repo: Path, message: str):
+    """The repo's changes committed as the baseline for the block; the commit (and the block's changes) undone after."""
+    commit_all(repo, message)
+    try:
+        yield
+    finally:
+        run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=repo, env=project_env())
 
 
 # --- as a user runs it: exit codes and one-line errors ------------------------------------------
@@ -129,12 +130,9 @@ def test_worse_rmse_fails_with_a_table(repo):
 def test_null_committed_as_a_baseline_value_is_a_usage_error(repo):
     # it passed as "new: no baseline value" before: DVC leaves nulls out of what it shows
     (repo / "metrics/evaluate/resnet.json").write_text('{"rmse": null, "complete": {"rmse": 2.5}}')
-    commit(repo, "a null metric")
-    try:
+    with committed(repo, "a null metric"):
         write_metrics(repo, changed("metrics/evaluate/resnet.json", rmse=999.0))
         proc = gate_process(repo, "--baseline", "HEAD")
-    finally:
-        undo_commit(repo)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: baseline HEAD: metrics/evaluate/resnet.json has rmse = null, not a finite number to compare with; "
@@ -214,12 +212,9 @@ def test_non_finite_workspace_values_fail(repo, capsys, text):
 @pytest.mark.parametrize("corrupt", [b'{"rmse": 1.40, "complete": {', b"\x00\xff\xfe binary", b"not json at all"])
 def test_unreadable_baseline_file_at_a_ref_is_an_error(repo, capsys, corrupt):
     (repo / "metrics/evaluate/resnet.json").write_bytes(corrupt)
-    commit(repo, "a corrupt metrics file")
-    try:
+    with committed(repo, "a corrupt metrics file"):
         write_metrics(repo, changed("metrics/evaluate/resnet.json", rmse=50.0))
         proc = gate(capsys, "--baseline", "HEAD")
-    finally:
-        undo_commit(repo)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "gate passed" not in proc.stdout and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -230,23 +225,17 @@ def test_unreadable_baseline_file_at_a_ref_is_an_error(repo, capsys, corrupt):
 def test_untracked_unreadable_baseline_file_does_not_matter(repo, capsys):
     (repo / "dvc.yaml").write_text(DVC_YAML + "  - metrics/other.json\n")
     (repo / "metrics/other.json").write_text("{broken")
-    commit(repo, "an unreadable metric file no rule tracks")
-    try:
+    with committed(repo, "an unreadable metric file no rule tracks"):
         proc = gate(capsys, "--baseline", "HEAD")
-    finally:
-        undo_commit(repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_metric_file_absent_at_the_baseline_is_new(repo, capsys):
     env = project_env()
     run(["git", "rm", "-q", "metrics/evaluate/cnn.json"], cwd=repo, env=env)  # still declared in dvc.yaml
-    commit(repo, "no cnn metrics yet")
-    try:
+    with committed(repo, "no cnn metrics yet"):
         write_metrics(repo, {"metrics/evaluate/cnn.json": COMMITTED["metrics/evaluate/cnn.json"]})
         proc = gate(capsys, "--baseline", "HEAD")
-    finally:
-        undo_commit(repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if "cnn.json" in line]
     assert len(rows) == 2 and all("new: no baseline value" in row for row in rows)
