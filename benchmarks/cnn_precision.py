@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-import fkd.tf_env  # noqa: F401  (before keras)
+import fkd.nn.tf_env  # noqa: F401  (before keras)
 import keras
 
 from benchmarks import accuracy_line, accuracy_row
 from benchmarks.report import save_benchmark
-from fkd.config import load_params
+from fkd.core.config import load_params
 from fkd.models.cnn.network import MaskedHuber, build_model, n_outputs
 
 PRECISIONS = {"float32": False, "mixed_bfloat16": True}
@@ -53,9 +53,9 @@ def speed(bf16: bool, p, images: int) -> float:
 
 def accuracy(split_dir: str, epochs: int) -> list[dict]:
     """Phase 1 in float32 and with ``cnn.bf16`` on the split's fold 0; print val RMSE and speed."""
-    from fkd.data import load_fold
+    from fkd.core.data import load_fold
     from fkd.models.cnn.train import train_adam
-    from fkd.train_result import cpu_has_native_bf16
+    from fkd.nn.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
     p = load_params("cnn").cnn

@@ -8,7 +8,7 @@ processes hits every variant alike; the median img/s per variant and its ratio t
 
 With ``--train SPLIT_DIR`` it measures accuracy instead: each torch model is trained with the
 project's loop (params.yaml's recipe, ``--epochs`` epochs) once in fp32 and once with ``bf16``
-(bfloat16 autocast + channels-last, where :func:`fkd.torch_train.use_bf16` allows it), and the best
+(bfloat16 autocast + channels-last, where :func:`fkd.nn.torch_train.use_bf16` allows it), and the best
 validation RMSE, the best epoch and the training img/s of each are printed.
 
     python -m benchmarks.cpu_precision --train data/split --epochs 20 [--models resnet heatmap] [--json PATH]
@@ -22,10 +22,10 @@ import time
 import torch
 
 from benchmarks.report import save_benchmark
-from fkd.config import load_params
+from fkd.core.config import load_params
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
-from fkd.torch_nn import masked_mse
+from fkd.nn.torch_nn import masked_mse
 
 #: arch -> the function that builds its network from an architecture dict
 BUILD = {resnet.ARCH: resnet.build, heatmap.ARCH: heatmap.build}
@@ -66,9 +66,9 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> lis
     from pathlib import Path
 
     from benchmarks import accuracy_line, accuracy_row
-    from fkd.data import load_fold
-    from fkd.registry import MODELS
-    from fkd.train_result import cpu_has_native_bf16
+    from fkd.core.data import load_fold
+    from fkd.models.registry import MODELS
+    from fkd.nn.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
     params = load_params("resnet", "heatmap")

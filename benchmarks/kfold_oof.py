@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import save_benchmark
-from fkd.config import Params, load_params, load_yaml, parse_params, to_dict
-from fkd.data import load_fold
-from fkd.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
-from fkd.registry import MODEL_NAMES, MODELS
+from fkd.core.config import Params, load_params, load_yaml, parse_params, to_dict
+from fkd.core.data import load_fold
+from fkd.evaluation.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
+from fkd.models.registry import MODEL_NAMES, MODELS
 
 
 def with_settings(settings: list[str], params_file: str) -> Params:

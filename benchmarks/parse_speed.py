@@ -1,4 +1,4 @@
-"""Parse speed: fkd.data.parse_training_csv against the per-row np.fromstring loop of public notebooks.
+"""Parse speed: fkd.core.data.parse_training_csv against the per-row np.fromstring loop of public notebooks.
 
 Builds a Kaggle-sized training.csv (7,049 rows, ~230 MB) from synthetic faces, times both
 readers in the same run (best of --repeat), checks they agree, and prints the figures and the ratio.
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import save_benchmark
-from fkd.data import parse_training_csv
-from fkd.keypoints import COLUMNS
-from fkd.synthetic import make_dataset
+from fkd.core.data import parse_training_csv
+from fkd.core.keypoints import COLUMNS
+from fkd.sources.synthetic import make_dataset
 
 
 def notebook_reader(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +56,11 @@ def main() -> None:
         ours = best_of(lambda: parse_training_csv(path), args.repeat)
         base = best_of(lambda: notebook_reader(path), args.repeat)
     print(f"training.csv: {args.rows} rows, {size_mb:.0f} MB")
-    print(f"fkd.data.parse_training_csv: {ours:.2f} s ({args.rows / ours:,.0f} rows/s)")
+    print(f"fkd.core.data.parse_training_csv: {ours:.2f} s ({args.rows / ours:,.0f} rows/s)")
     print(f"per-row np.fromstring loop:  {base:.2f} s ({args.rows / base:,.0f} rows/s)")
     print(f"speed-up: {base / ours:.1f}x")
     save_benchmark(args.json, "parse_speed", [
-        {"reader": "fkd.data.parse_training_csv", "rows": args.rows, "MB": round(size_mb), "seconds": round(ours, 2), "speed_up": round(base / ours, 1)},
+        {"reader": "fkd.core.data.parse_training_csv", "rows": args.rows, "MB": round(size_mb), "seconds": round(ours, 2), "speed_up": round(base / ours, 1)},
         {"reader": "per-row np.fromstring loop", "rows": args.rows, "MB": round(size_mb), "seconds": round(base, 2), "speed_up": 1.0}])
 
 

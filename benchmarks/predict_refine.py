@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import save_benchmark  # noqa: E402
 from fkd import faces  # noqa: E402
-from fkd.config import MODEL_NAMES  # noqa: E402
-from fkd.data import load_fold  # noqa: E402
-from fkd.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
+from fkd.core.config import MODEL_NAMES  # noqa: E402
+from fkd.core.data import load_fold  # noqa: E402
+from fkd.core.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
 
 LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
 #: skimage.data images without human faces, used as canvas backgrounds (the coins bear small heads:
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model_fn, figures = None, []
     if not args.oracle and not args.calibrate:
-        from fkd.config import load_params
-        from fkd.inference import load_predictor
+        from fkd.core.config import load_params
+        from fkd.evaluation.inference import load_predictor
 
         params = load_params("ensemble", "submit", "split")
         kind = args.model or params.submit.model

@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import save_benchmark
-from fkd.config import load_params, parse_params, to_dict
-from fkd.data import load_fold
-from fkd.evaluate import score
-from fkd.inference import with_flip_tta
-from fkd.keypoints import N_EXTENDED
+from fkd.core.config import load_params, parse_params, to_dict
+from fkd.core.data import load_fold
+from fkd.evaluation.evaluate import score
+from fkd.evaluation.inference import with_flip_tta
+from fkd.core.keypoints import N_EXTENDED
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
-from fkd.torch_train import train_torch
+from fkd.nn.torch_train import train_torch
 
 #: arch -> its network module (``build`` from an architecture dict, ``load_model_fn`` of a saved file)
 NETWORKS = {resnet.ARCH: resnet, heatmap.ARCH: heatmap}

@@ -29,7 +29,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fkd.cli import StageError, run_stage
+from fkd.core.cli import StageError, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/*.md")
@@ -80,7 +80,7 @@ def record(root: Path, command: str, probe: float | None = None) -> dict:
 
 def save_benchmark(path: str | Path | None, benchmark: str, rows: list[dict], **extra) -> None:
     """A benchmark's ``--json PATH`` (nothing without one): its printed figures as ``rows``, with :func:`record`'s provenance."""
-    from fkd.io import save_json
+    from fkd.core.io import save_json
 
     if not path:
         return
@@ -111,7 +111,7 @@ def metric_files(base: Path, pattern: str) -> list[Path]:
 
 
 def variant_order(name: str) -> tuple:
-    from fkd.registry import MODEL_NAMES
+    from fkd.models.registry import MODEL_NAMES
 
     base = name.removesuffix("_tta")
     known = [*MODEL_NAMES, "ensemble", "mean_shape"]
@@ -294,7 +294,7 @@ def report(root: Path, check: bool = False) -> list[str]:
         if new != text:
             stale.append(rel(root, path))
             if not check:
-                from fkd.io import save_bytes
+                from fkd.core.io import save_bytes
 
                 save_bytes(path, new.encode())
     return stale

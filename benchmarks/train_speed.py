@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.report import save_benchmark
-from fkd.augment import augment_batch
-from fkd.config import load_params
+from fkd.nn.augment import augment_batch
+from fkd.core.config import load_params
 from fkd.models.resnet.network import KeypointResNet
-from fkd.torch_nn import masked_mse
-from fkd.torch_train import device_label, pick_device, seed_everything
+from fkd.nn.torch_nn import masked_mse
+from fkd.nn.torch_train import device_label, pick_device, seed_everything
 
 
 def sync(device: torch.device) -> None:

@@ -11,7 +11,7 @@ crop, rotated so the eyes are level and scaled to the training framing (eye midp
 (48, 38), 36 px between the eye centres), and the model predicts again.
 
 No model code lives here: the chain takes any :data:`CropPredictor` (:func:`model_predictor` makes one
-from a :data:`fkd.inference.ModelFn`).
+from a :data:`fkd.evaluation.inference.ModelFn`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fkd.keypoints import EXTENDED_NAMES, N_KEYPOINTS, index
+from fkd.core.keypoints import EXTENDED_NAMES, N_KEYPOINTS, index
 
 CROP_SIZE = 96
 #: Face detectors: OpenCV's Haar cascade (haarcascade_frontalface_alt2, ships in
@@ -101,7 +101,7 @@ class FaceResult:
     """One face: its box, its keypoints in photo pixels, and the crops that gave them."""
 
     box: Box
-    points: np.ndarray  # (17, 2) extended layout (fkd.keypoints.EXTENDED_NAMES), photo pixels
+    points: np.ndarray  # (17, 2) extended layout (fkd.core.keypoints.EXTENDED_NAMES), photo pixels
     matrix: np.ndarray  # (2, 3) photo -> crop of the final pass
     crop: np.ndarray  # uint8 (96, 96) of the final pass
     passes: list[np.ndarray] = field(default_factory=list)  # (17, 2) photo pixels after each pass

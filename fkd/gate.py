@@ -37,7 +37,7 @@ from typing import Annotated, Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from fkd.errors import FkdError
+from fkd.core.errors import FkdError
 
 
 #: metric file -> dotted key (nested JSON keys joined with ".", as dvc shows them) -> value
@@ -368,7 +368,7 @@ def baseline_values(rules: list[Rule], workspace: Metrics) -> Metrics:
 
 def write_baseline(path: Path, rules: list[Rule], workspace: Metrics) -> int:
     """Save the workspace's tracked metrics as a baseline file (whole or not at all); returns how many values were written."""
-    from fkd.io import save_bytes  # imports numpy: only when writing
+    from fkd.core.io import save_bytes  # imports numpy: only when writing
 
     out = baseline_values(rules, workspace)
     try:

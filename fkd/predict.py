@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from fkd import faces
-from fkd.cli import StageError, run_stage
-from fkd.io import atomic_path
-from fkd.keypoints import COLUMNS, KEYPOINT_NAMES
-from fkd.registry import MODEL_NAMES
+from fkd.core.cli import StageError, run_stage
+from fkd.core.io import atomic_path
+from fkd.core.keypoints import COLUMNS, KEYPOINT_NAMES
+from fkd.models.registry import MODEL_NAMES
 
 log = logging.getLogger("fkd.predict")
 
@@ -293,8 +293,8 @@ def _unique_name(stem: str, used: set[str]) -> str:
 
 def load_model(args: argparse.Namespace):
     """The ModelFn that args/params pick, loaded once."""
-    from fkd.config import load_params
-    from fkd.inference import load_predictor
+    from fkd.core.config import load_params
+    from fkd.evaluation.inference import load_predictor
 
     params = load_params("split", "ensemble", "submit", path=args.params)
     kind = args.model or params.submit.model

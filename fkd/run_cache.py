@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fkd.cli import StageError, run_stage
+from fkd.core.cli import StageError, run_stage
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,7 +39,7 @@ def _one_line(exc: BaseException) -> str:
 def push_run_cache_outputs(remote: str | None = None) -> tuple[int, int, int, int]:
     """Upload the objects the local run-cache entries name that are held here to ``remote`` (default: the
     repo's default remote); (entries, objects, uploaded, failed). A remote that is not configured, cannot be
-    reached or refuses the upload is a :class:`fkd.cli.StageError` naming it."""
+    reached or refuses the upload is a :class:`fkd.core.cli.StageError` naming it."""
     from dvc.config import RemoteConfigError
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo

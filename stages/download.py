@@ -1,7 +1,7 @@
 """download: the competition files -> data/raw (params data, synthetic).  Usage: python -m stages.download RAW_DIR"""
-from fkd.cli import run_stage
-from fkd.config import load_params
-from fkd.download import fetch_raw
+from fkd.core.cli import run_stage
+from fkd.core.config import load_params
+from fkd.sources.download import fetch_raw
 
 
 def main(argv: list[str]) -> None:

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.cli import log, run_stage
-from fkd.config import load_params
-from fkd.data import load_fold
+from fkd.core.cli import log, run_stage
+from fkd.core.config import load_params
+from fkd.core.data import load_fold
 
 
 def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
     p = load_params("split", "ensemble", "evaluate")
-    from fkd.ensemble import save_weights
-    from fkd.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
-    from fkd.inference import check_fold_models, ensemble_weights, load_model_fn
-    from fkd.registry import ENSEMBLE_FILE, MODEL_NAMES
+    from fkd.evaluation.ensemble import save_weights
+    from fkd.evaluation.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
+    from fkd.evaluation.inference import check_fold_models, ensemble_weights, load_model_fn
+    from fkd.models.registry import ENSEMBLE_FILE, MODEL_NAMES
 
     check_fold_models(models_dir, p.split.folds)
     parts = [load_fold(split_dir, k, train_images=False) for k in p.split.folds]  # training labels only: the mean shape

@@ -1,6 +1,6 @@
 """parse: data/raw/*.csv -> data/prepared/*.npy.  Usage: python -m stages.parse RAW_DIR OUT_DIR"""
-from fkd.cli import log, run_stage
-from fkd.data import parse_raw
+from fkd.core.cli import log, run_stage
+from fkd.core.data import parse_raw
 
 
 def main(argv: list[str]) -> None:

@@ -1,14 +1,14 @@
 """split: data/prepared -> data/split/{images,keypoints,val_fold}.npy (each row's validation fold, copies of one
-image in one fold; the labels moved onto the image features by data.label_offset_x, see fkd/label_offset.py)
+image in one fold; the labels moved onto the image features by data.label_offset_x, see fkd/core/label_offset.py)
 + METRICS_JSON (the offset used, and how many images occur more than once and in how many rows).
 
 Usage: python -m stages.split PREPARED_DIR OUT_DIR METRICS_JSON
 """
-from fkd.cli import log, run_stage
-from fkd.config import load_params
-from fkd.data import write_split
-from fkd.io import save_json
-from fkd.label_offset import resolve_offset
+from fkd.core.cli import log, run_stage
+from fkd.core.config import load_params
+from fkd.core.data import write_split
+from fkd.core.io import save_json
+from fkd.core.label_offset import resolve_offset
 
 
 def main(argv: list[str]) -> None:

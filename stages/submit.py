@@ -1,5 +1,5 @@
 """submit: the Kaggle submission CSV from the test images (params submit, ensemble, data.competition; the
-predictions moved back into the labels' frame by the label offset the split stage used, see fkd/label_offset.py).
+predictions moved back into the labels' frame by the label offset the split stage used, see fkd/core/label_offset.py).
 
 Usage: python -m stages.submit LOOKUP_CSV PREPARED_DIR MODELS_DIR SPLIT_METRICS SUBMISSION_CSV
 With ``submit.upload: true`` the file is then sent to Kaggle with the official client.
@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.cli import log, run_stage
-from fkd.config import load_params
+from fkd.core.cli import log, run_stage
+from fkd.core.config import load_params
 
 
 def main(argv: list[str]) -> None:
     lookup_csv, prepared_dir, models_dir, split_metrics, out_csv = argv
     p = load_params("data", "split", "ensemble", "submit")
-    from fkd.inference import check_fold_models, load_predictor
-    from fkd.data import read_lookup
-    from fkd.label_offset import read_offset
-    from fkd.submit import experiment_message, predict_locations, scheme_b_images, write_submission
+    from fkd.evaluation.inference import check_fold_models, load_predictor
+    from fkd.core.data import read_lookup
+    from fkd.core.label_offset import read_offset
+    from fkd.evaluation.submit import experiment_message, predict_locations, scheme_b_images, write_submission
 
     check_fold_models(models_dir, p.split.folds)
     label_offset_x = read_offset(split_metrics)
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
              "label offset %+.2f px", out_csv, len(lookup), len(schemes), sum(schemes.values()),
              len(schemes) - sum(schemes.values()), p.submit.model, " + flip TTA" if p.submit.tta_flip else "", label_offset_x)
     if p.submit.upload:
-        from fkd.kaggle_client import submit_to_kaggle
+        from fkd.sources.kaggle_client import submit_to_kaggle
 
         message = experiment_message(p.submit.message, p.submit.model, p.submit.tta_flip)
         submit_to_kaggle(out_csv, p.data.competition, message)

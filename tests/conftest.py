@@ -152,7 +152,7 @@ def trained_copy(trained_project: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory) -> Path:
     """A small synthetic competition download (training.csv, test.csv, IdLookupTable.csv)."""
-    from fkd.synthetic import write_dataset
+    from fkd.sources.synthetic import write_dataset
 
     out = tmp_path_factory.mktemp("raw")
     write_dataset(out, n_train=120, n_test=12, partial_fraction=0.7, seed=1)
@@ -162,7 +162,7 @@ def synthetic_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def split_dir(synthetic_raw: Path, tmp_path_factory) -> Path:
     """``synthetic_raw`` parsed and split like the pipeline does."""
-    from fkd.data import parse_raw, write_split
+    from fkd.core.data import parse_raw, write_split
 
     prepared = tmp_path_factory.mktemp("prepared")
     parse_raw(synthetic_raw, prepared)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fkd.config import ParamsError, load_params, parse_params, to_dict
-from fkd.data import load_fold
-from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
+from fkd.core.config import ParamsError, load_params, parse_params, to_dict
+from fkd.core.data import load_fold
+from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
 from fkd.models.cnn.network import MaskedHuber, MaskedRMSE, build_model, load_model_fn, save_model
 from fkd.models.cnn.train import flip_batch, targets_for, train_adam, train_dataset, train_sgd
-from fkd.synthetic import draw_face
+from fkd.sources.synthetic import draw_face
 from tests.conftest import ROOT, TINY_PARAMS, deep_update
 
 
@@ -159,7 +159,7 @@ def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(s
 def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phase_2_inherits_it(split_dir, tmp_path):
     import keras
 
-    from fkd.train_result import cpu_has_native_bf16
+    from fkd.nn.train_result import cpu_has_native_bf16
 
     model = build_model(tiny_params(), 34, bf16=True)
     assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("dense1").compute_dtype == "bfloat16"

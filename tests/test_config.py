@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from fkd.config import ParamsError, load_params, parse_params, to_dict
+from fkd.core.config import ParamsError, load_params, parse_params, to_dict
 from tests.conftest import ROOT
 
 
@@ -57,14 +57,15 @@ def test_scientific_notation_is_a_number(tmp_path):
 
 
 def test_every_param_a_stage_reads_is_declared_in_dvc_yaml():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    declared = {name: set(map(str, s.get("do", s).get("params", []))) for name, s in stages.items()}  # foreach: under do
+    from tests.test_deps import resolved_stages
+
+    declared = {name: set(map(str, s.get("params", []))) for name, s in resolved_stages(ROOT).items()}  # as DVC expands them
     assert {"data.source", "data.path", "data.competition", "synthetic"} <= declared["download"]
     assert "data.label_offset_x" not in declared["download"]  # a new offset re-splits, it does not re-download
     assert {"split", "data.label_offset_x"} <= declared["split"]
-    assert "resnet" in declared["train_resnet"]
-    assert "cnn.adam" in declared["train_cnn_adam"] and "cnn.sgd" not in declared["train_cnn_adam"]
-    assert "cnn.sgd" in declared["train_cnn_sgd"] and "cnn.adam" not in declared["train_cnn_sgd"]
+    assert "resnet" in declared["train@resnet-0"] and "heatmap" in declared["train@heatmap-0"]
+    assert "cnn.adam" in declared["train_cnn_adam@0"] and "cnn.sgd" not in declared["train_cnn_adam@0"]
+    assert "cnn.sgd" in declared["train_cnn_sgd@0"] and "cnn.adam" not in declared["train_cnn_sgd@0"]
 
 
 @pytest.mark.parametrize("value,parsed", [("auto", "auto"), (1.25, 1.25), (0, 0.0), (-4, -4.0)])

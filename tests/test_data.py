@@ -3,9 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from fkd.data import DataError, load_fold, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split
-from fkd.keypoints import COLUMNS, complete_mask
-from fkd.synthetic import make_dataset
+from fkd.core.data import DataError, load_fold, parse_raw, parse_test_csv, parse_training_csv, split_indices, write_split
+from fkd.core.keypoints import COLUMNS, complete_mask
+from fkd.sources.synthetic import make_dataset
 
 
 def write_training(tmp_path, df):
@@ -142,7 +142,7 @@ def test_parse_checks_the_lookup_table_against_test_csv(frames, tmp_path, column
 
 
 def test_split_bad_fraction_is_a_params_error(frames, tmp_path):
-    from fkd.config import ParamsError
+    from fkd.core.config import ParamsError
 
     with pytest.raises(ParamsError, match=r"'split.val_fraction' must be in \(0, 1\), got 1.5"):
         split_indices(np.zeros((4, 30), np.float32), 1.5, seed=0)

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import yaml
 
-import fkd.download
-from fkd.cli import run_stage
-from fkd.config import ParamsError, load_params, parse_params
-from fkd.data import (DataError, duplicate_groups, fold_assignment, load_fold, parse_test_csv, parse_training_csv,
+import fkd.sources.download
+from fkd.core.cli import run_stage
+from fkd.core.config import ParamsError, load_params, parse_params
+from fkd.core.data import (DataError, duplicate_groups, fold_assignment, load_fold, parse_test_csv, parse_training_csv,
                       read_lookup, write_split)
-from fkd.download import fetch_raw
-from fkd.ensemble import load_weights
-from fkd.errors import EnsembleWeightsError
-from fkd.keypoints import N_EXTENDED
+from fkd.sources.download import fetch_raw
+from fkd.evaluation.ensemble import load_weights
+from fkd.core.errors import EnsembleWeightsError
+from fkd.core.keypoints import N_EXTENDED
 from tests.conftest import ROOT, project_env
 from tests.kaggle_server import kaggle_server  # noqa: F401  (fixture)
 from tests.test_download import (COMPETITION, SYNTHETIC, _zip_bytes, assert_failed, assert_nothing_left, kaggle_layout,
@@ -34,7 +34,7 @@ from tests.test_download import make_project as download_project
 @pytest.fixture(scope="module")
 def csv_dir(tmp_path_factory) -> Path:
     """A small competition download, unpacked: 20 training rows, 4 test images."""
-    from fkd.synthetic import write_dataset
+    from fkd.sources.synthetic import write_dataset
 
     out = tmp_path_factory.mktemp("csvs")
     write_dataset(out, n_train=20, n_test=4, partial_fraction=0.5, seed=7)
@@ -182,10 +182,10 @@ def test_members_too_large_alone_or_together_are_refused(csv_dir, tmp_path, monk
     csvs = {name: (csv_dir / name).read_bytes() for name in ("training.csv", "test.csv", "IdLookupTable.csv")}
     plain = tmp_path / f"{COMPETITION}.zip"
     plain.write_bytes(_zip_bytes(csvs))
-    monkeypatch.setattr(fkd.download, "MAX_UNPACKED_BYTES", len(csvs["training.csv"]) - 1)
+    monkeypatch.setattr(fkd.sources.download, "MAX_UNPACKED_BYTES", len(csvs["training.csv"]) - 1)
     with pytest.raises(DataError, match=r"competition/.*\.zip: training\.csv would unpack to .*zip bomb"):
         fetch_raw(local(plain), SYNTHETIC, tmp_path / "data" / "raw")
-    monkeypatch.setattr(fkd.download, "MAX_UNPACKED_BYTES", len(csvs["training.csv"]) + 1)  # each fits, not all three
+    monkeypatch.setattr(fkd.sources.download, "MAX_UNPACKED_BYTES", len(csvs["training.csv"]) + 1)  # each fits, not all three
     with pytest.raises(DataError, match=r"training\.csv, test\.csv, IdLookupTable\.csv would unpack to .* together"):
         fetch_raw(local(plain), SYNTHETIC, tmp_path / "data" / "raw")
     assert_nothing_left(tmp_path / "data")
@@ -193,8 +193,8 @@ def test_members_too_large_alone_or_together_are_refused(csv_dir, tmp_path, monk
 
 def test_a_member_whose_header_lies_is_cut_off_at_the_limit(csv_dir, tmp_path, monkeypatch):
     """Were the declared sizes wrong (or not checked), unpacking still stops at MAX_UNPACKED_BYTES."""
-    monkeypatch.setattr(fkd.download, "_check_sizes", lambda members, label: None)
-    monkeypatch.setattr(fkd.download, "MAX_UNPACKED_BYTES", 1 << 20)
+    monkeypatch.setattr(fkd.sources.download, "_check_sizes", lambda members, label: None)
+    monkeypatch.setattr(fkd.sources.download, "MAX_UNPACKED_BYTES", 1 << 20)
     bomb = tmp_path / f"{COMPETITION}.zip"
     bomb.write_bytes(_zip_bytes({**kaggle_layout(csv_dir), "training.zip": _zip_bytes({"training.csv": BOMB})}))
     with pytest.raises(DataError, match=r"training\.zip: training\.csv unpacks to more than 1\.0 MB .*zip bomb"):
@@ -208,12 +208,12 @@ def test_the_real_competition_files_sizes_pass():
         info.file_size, info.compress_size = size, packed
         return info
 
-    fkd.download._check_sizes([member("training.csv", 238_000_000, 63_000_000)], "training.zip")
-    fkd.download._check_sizes([member("test.csv", 60_000_000, 16_000_000)], "test.zip")
-    fkd.download._check_sizes([member("IdLookupTable.csv", 850_000, 80_000), member("training.zip", 63_000_000, 62_000_000),
+    fkd.sources.download._check_sizes([member("training.csv", 238_000_000, 63_000_000)], "training.zip")
+    fkd.sources.download._check_sizes([member("test.csv", 60_000_000, 16_000_000)], "test.zip")
+    fkd.sources.download._check_sizes([member("IdLookupTable.csv", 850_000, 80_000), member("training.zip", 63_000_000, 62_000_000),
                                member("test.zip", 16_000_000, 16_000_000)], "facial-keypoints-detection.zip")
     with pytest.raises(DataError, match=r"x\.zip: training\.csv would unpack to 1073\.7 MB .* \(1024x\)"):
-        fkd.download._check_sizes([member("training.csv", 1 << 30, 1 << 20)], "x.zip")
+        fkd.sources.download._check_sizes([member("training.csv", 1 << 30, 1 << 20)], "x.zip")
 
 
 # -- 3. a link in competition/ must not lead out of it ---------------------------------------------------------

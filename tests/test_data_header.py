@@ -1,10 +1,10 @@
-"""One header check for Kaggle's CSVs (fkd.data.check_header): the download stage and the parser say the same."""
+"""One header check for Kaggle's CSVs (fkd.core.data.check_header): the download stage and the parser say the same."""
 from __future__ import annotations
 
 import pytest
 
-from fkd.data import DataError, check_header, parse_training_csv
-from fkd.download import check_raw_dir
+from fkd.core.data import DataError, check_header, parse_training_csv
+from fkd.sources.download import check_raw_dir
 
 
 @pytest.mark.parametrize("found,problem", [
@@ -20,7 +20,7 @@ def test_check_header_names_the_first_difference(found, problem):
 
 
 def test_download_and_parser_report_a_swapped_header_alike(tmp_path):
-    from fkd.synthetic import write_dataset
+    from fkd.sources.synthetic import write_dataset
 
     write_dataset(tmp_path, n_train=6, n_test=2, partial_fraction=0.5, seed=1)
     path = tmp_path / "training.csv"

@@ -1,12 +1,17 @@
-"""Every stage's code deps in dvc.yaml are exactly the project modules its command imports.
+"""Every stage's code deps in dvc.yaml cover the project modules its command imports, and only folders it uses.
 
 A stage whose ``cmd`` is ``python -m stages.<name> ...`` runs ``stages/<name>.py`` and, transitively,
 every module of ``fkd/`` and ``stages/`` it imports. DVC re-runs a stage only when a listed dep
-changes, so the ``.py`` files in its ``deps`` must be that set, no more and no less:
+changes. Code deps are folders (``fkd/core``, a model's ``fkd/models/<name>``) or single modules:
 
-* a *missing* file means editing it changes the stage's results while ``dvc repro`` runs nothing
-  (and ``dvc.lock`` no longer tells the truth);
-* an *extra* file means editing it re-runs the stage (and everything downstream) for nothing.
+* a *missing* module (imported, but under no listed dep) means editing it changes the stage's results
+  while ``dvc repro`` runs nothing (and ``dvc.lock`` no longer tells the truth);
+* an *extra* dep (a folder or file the stage imports nothing from) re-runs the stage for nothing. A
+  folder may hold modules a stage does not import: editing those re-runs it, the price of deps that
+  cannot drift when a module is added or moved inside a folder.
+
+``python -m stages.train MODEL[.PHASE] ...`` imports the model's package ``fkd.models.MODEL`` by name
+(:func:`dynamic_imports`): the walker starts from it as well.
 
 Imports are read from the source (``ast``), anywhere in a file: module level, inside functions,
 under ``if``/``try``; ``import fkd.x``, ``from fkd.x import y``, ``from fkd import x`` and relative
@@ -151,9 +156,21 @@ def stage_module(definition: dict) -> str | None:
     return None
 
 
-def declared_code_deps(root: Path, definition: dict) -> set[str]:
-    """The ``.py`` files under fkd/ and stages/ a stage's ``deps`` cover (a folder dep covers its files)."""
-    out: set[str] = set()
+def dynamic_imports(root: Path, definition: dict) -> list[Path]:
+    """Modules a stage imports by a name in its command: ``stages.train``'s model package ``fkd.models.<MODEL>``."""
+    if stage_module(definition) != "train":
+        return []
+    cmds = definition["cmd"] if isinstance(definition["cmd"], list) else [definition["cmd"]]
+    words = next(c for c in cmds if STAGE_CMD.search(c)).split()
+    model = words[words.index("stages.train") + 1].partition(".")[0]
+    init = root / "fkd" / "models" / model / "__init__.py"
+    assert init.is_file(), f"stages.train runs model {model!r}, but {init.relative_to(root)} does not exist"
+    return [init]
+
+
+def declared_code_deps(root: Path, definition: dict) -> dict[str, set[str]]:
+    """Each dep under fkd/ or stages/ of a stage -> the ``.py`` files it covers (a folder: all of them inside)."""
+    out: dict[str, set[str]] = {}
     for dep in definition.get("deps", []) or []:
         dep = next(iter(dep)) if isinstance(dep, dict) else dep
         rel = Path(dep).as_posix().strip("/")
@@ -161,15 +178,15 @@ def declared_code_deps(root: Path, definition: dict) -> set[str]:
             continue
         path = root / rel
         if path.is_dir():
-            out.update(p.relative_to(root).as_posix() for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+            out[rel] = {p.relative_to(root).as_posix() for p in path.rglob("*.py") if "__pycache__" not in p.parts}
         else:
-            out.add(rel)  # a listed .py that does not exist is reported as extra
-    return {p for p in out if p.endswith(".py")}
+            out[rel] = {rel} if rel.endswith(".py") and path.is_file() else set()  # a file that is not there covers nothing
+    return out
 
 
 def code_dep_differences(root: Path, chains: dict | None = None) -> dict[str, tuple[list[str], list[str]]]:
-    """Per ``python -m stages.<name>`` stage: (missing from deps, extra in deps), sorted. ``chains``, if
-    given, receives per stage the import chain of every module it needs (see :func:`import_chains`)."""
+    """Per ``python -m stages.<name>`` stage: (modules it imports that no dep covers, deps that cover nothing it
+    imports), sorted. ``chains``, if given, receives per stage the import chain of every module it needs."""
     diffs = {}
     for stage, definition in resolved_stages(root).items():
         name = stage_module(definition)
@@ -178,9 +195,13 @@ def code_dep_differences(root: Path, chains: dict | None = None) -> dict[str, tu
         start = root / "stages" / f"{name}.py"
         assert start.is_file(), f"stage {stage!r} runs stages.{name}, but {start.relative_to(root)} does not exist"
         stage_chains = import_chains(root, start)
+        for extra_start in dynamic_imports(root, definition):
+            for path, chain in import_chains(root, extra_start).items():
+                stage_chains.setdefault(path, [start.relative_to(root).as_posix(), *chain])
         needed = set(stage_chains)
         declared = declared_code_deps(root, definition)
-        diffs[stage] = (sorted(needed - declared), sorted(declared - needed))
+        covered = set().union(*declared.values()) if declared else set()
+        diffs[stage] = (sorted(needed - covered), sorted(dep for dep, files in declared.items() if not files & needed))
         if chains is not None:
             chains[stage] = stage_chains
     return diffs
@@ -196,7 +217,7 @@ def format_differences(diffs: dict[str, tuple[list[str], list[str]]], chains: di
                 for path in missing if chains else ():
                     lines.append(f"      {path}: imported via {' -> '.join(chains[stage][path])}")
             if extra:
-                lines.append(f"    extra (needless re-runs):       {', '.join(extra)}")
+                lines.append(f"    extra (imports nothing from):   {', '.join(extra)}")
     return "\n".join(lines)
 
 
@@ -219,11 +240,11 @@ def test_dvc_yaml_has_python_stages():
 
 
 @pytest.mark.parametrize("stage", _project_stages())
-def test_stage_code_deps_are_exactly_its_imports(stage):
+def test_stage_code_deps_cover_its_imports_and_nothing_unused(stage):
     diffs, chains = _project_differences()
     missing, extra = diffs[stage]
     assert not missing and not extra, (
-        f"dvc.yaml stage {stage!r}: its .py deps differ from what `python -m stages.{stage_module(resolved_stages(ROOT)[stage])}` imports\n"
+        f"dvc.yaml stage {stage!r}: its code deps do not fit what `python -m stages.{stage_module(resolved_stages(ROOT)[stage])}` imports\n"
         + format_differences({stage: (missing, extra)}, chains)
     )
 
@@ -292,5 +313,22 @@ def test_foreach_and_matrix_stages_are_checked_as_dvc_expands_them(toy):
     assert set(diffs) == {"each@one", "each@two", "grid@one-1", "grid@one-2"}
     assert diffs["each@two"] == ([], [])
     assert diffs["each@one"] == (["fkd/a.py", "fkd/b.py", "fkd/c.py", "fkd/d.py"], ["fkd/e.py", "fkd/f.py"])
-    # a folder dep covers all its files: the trivial __init__ and the modules stage one never imports are extra
-    assert diffs["grid@one-1"] == ([], ["fkd/__init__.py", "fkd/e.py", "fkd/f.py", "fkd/unused.py"])
+    # a folder dep covers all its files, those the stage never imports too
+    assert diffs["grid@one-1"] == ([], [])
+
+
+def test_a_folder_dep_the_stage_imports_nothing_from_is_extra(toy):
+    _write(toy, {"fkd/sub/__init__.py": "", "fkd/sub/x.py": "X = 1\n", "dvc.yaml": yaml.safe_dump({"stages": {
+        "one": {"cmd": "python -m stages.one", "deps": ["stages/one.py", "fkd/a.py", "fkd/b.py", "fkd/c.py", "fkd/d.py",
+                                                       "fkd/sub", "fkd/gone.py"]},
+    }})})
+    assert code_dep_differences(toy) == {"one": ([], ["fkd/gone.py", "fkd/sub"])}
+
+
+def test_the_train_stage_needs_the_model_package_its_command_names(toy):
+    _write(toy, {"fkd/models/__init__.py": "", "fkd/models/tiny/__init__.py": "from fkd.d import X\n",
+                 "stages/train.py": "import importlib\n", "dvc.yaml": yaml.safe_dump({"stages": {
+                     "ok": {"cmd": "python -m stages.train tiny.phase data 0", "deps": ["stages/train.py", "fkd/models/tiny", "fkd/d.py"]},
+                     "short": {"cmd": "python -m stages.train tiny data 0", "deps": ["stages/train.py", "fkd/models/tiny"]},
+                 }})})
+    assert code_dep_differences(toy) == {"ok": ([], []), "short": (["fkd/d.py"], [])}

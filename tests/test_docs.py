@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
-from fkd.cli import StageError
+from fkd.core.cli import StageError
 from tests.conftest import ROOT, project_env
 
 DOC_FILES = report.doc_files(ROOT)
@@ -197,7 +197,7 @@ def test_a_benchmark_json_becomes_a_table(tmp_path, monkeypatch):
     parse_speed.main()
     data = json.loads(out.read_text())
     assert data["benchmark"] == "parse_speed" and data["probe_img_s"] == 50.0 and data["command"].startswith("python -m benchmarks.parse_speed --rows 40")
-    assert [r["reader"] for r in data["rows"]] == ["fkd.data.parse_training_csv", "per-row np.fromstring loop"]
+    assert [r["reader"] for r in data["rows"]] == ["fkd.core.data.parse_training_csv", "per-row np.fromstring loop"]
     text = report.render_text("<!-- report:bench docs/results/benchmarks/parse_speed.json -->\n<!-- /report:bench -->\n", tmp_path)
     assert "| reader | rows | MB | seconds | speed_up |" in text and "| per-row np.fromstring loop | 40 |" in text
     assert "machine probe 50 img/s" in text

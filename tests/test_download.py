@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from fkd.cli import StageError
-from fkd.config import DataParams, ParamsError, SyntheticParams
-from fkd.data import DataError, parse_test_csv, parse_training_csv
-from fkd.download import check_raw_dir, fetch_raw
+from fkd.core.cli import StageError
+from fkd.core.config import DataParams, ParamsError, SyntheticParams
+from fkd.core.data import DataError, parse_test_csv, parse_training_csv
+from fkd.sources.download import check_raw_dir, fetch_raw
 from tests.conftest import ROOT, deep_update
 from tests.kaggle_server import KaggleServer, kaggle_server  # noqa: F401  (fixture)
 
@@ -48,7 +48,7 @@ def kaggle_layout(csv_dir: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def csv_dir(tmp_path_factory) -> Path:
     """A small competition download, unpacked: 20 training rows, 4 test images."""
-    from fkd.synthetic import write_dataset
+    from fkd.sources.synthetic import write_dataset
 
     out = tmp_path_factory.mktemp("csvs")
     write_dataset(out, n_train=20, n_test=4, partial_fraction=0.5, seed=7)
@@ -378,7 +378,7 @@ def test_kaggle_no_credentials(kaggle_server, tmp_path):
 
 
 # -- submissions ------------------------------------------------------------------------------------
-SUBMIT = "from fkd.cli import run_stage; from fkd.kaggle_client import submit_to_kaggle; run_stage(lambda a: submit_to_kaggle(*a))"
+SUBMIT = "from fkd.core.cli import run_stage; from fkd.sources.kaggle_client import submit_to_kaggle; run_stage(lambda a: submit_to_kaggle(*a))"
 
 
 def test_submit_uploads_file_and_message(kaggle_server, tmp_path):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from fkd.ensemble import EnsembleWeightsError, combine, cross_fitted, fit_weights, fold_ids, load_weights, save_weights
-from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, index, to_extended
-from fkd.keypoints import masked_rmse as rmse
+from fkd.evaluation.ensemble import EnsembleWeightsError, combine, cross_fitted, fit_weights, fold_ids, load_weights, save_weights
+from fkd.core.keypoints import EXTENDED_NAMES, N_EXTENDED, index, to_extended
+from fkd.core.keypoints import masked_rmse as rmse
 
 N_OUT = 2 * N_EXTENDED
 

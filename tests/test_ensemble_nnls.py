@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from fkd import ensemble
-from fkd.keypoints import index, masked_rmse, to_extended
+from fkd.evaluation import ensemble
+from fkd.core.keypoints import index, masked_rmse, to_extended
 
 #: sha256 of the files below as written with the Lawson-Hanson solver (before the switch).
 LAWSON_HANSON_FILES = {False: "17e5deff4d2ac68d200b97d38d5a6084b73185d3c7cb2112f37f70f40072722c", True: "16b9dc216d75318e67545e870221b2f3b68b474d168abbfc1664be26e0155552"}

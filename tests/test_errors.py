@@ -1,5 +1,5 @@
-"""One error hierarchy: every domain error derives from fkd.errors.FkdError (keeping its builtin base),
-and fkd.cli.run_stage turns any of them into one line and exit code 2."""
+"""One error hierarchy: every domain error derives from fkd.core.errors.FkdError (keeping its builtin base),
+and fkd.core.cli.run_stage turns any of them into one line and exit code 2."""
 from __future__ import annotations
 
 import ast
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fkd.cli import run_stage
-from fkd.errors import FkdError
+from fkd.core.cli import run_stage
+from fkd.core.errors import FkdError
 from tests.conftest import ROOT
 
-#: Defined in fkd/schema.py, which is being rewritten (pydantic); it moves onto FkdError with that change.
+#: Defined in fkd/core/schema.py, which is being rewritten (pydantic); it moves onto FkdError with that change.
 def domain_errors() -> list[tuple[str, str, list[str]]]:
     """(module, class, base names) of every class in fkd/ whose bases include a *Error or *Exception."""
     found = []
@@ -40,8 +40,8 @@ def test_every_domain_error_is_an_fkd_error_and_keeps_its_builtin_base(module, n
     assert builtin, f"{name} lost its builtin base (ValueError/RuntimeError): `except ValueError` callers would miss it"
 
 
-@pytest.mark.parametrize("error", ["fkd.gate:GateError", "fkd.evaluate:MetricsSchemaError", "fkd.label_offset:LabelOffsetError",
-                                   "fkd.errors:EnsembleWeightsError", "fkd.config:ParamsError"])
+@pytest.mark.parametrize("error", ["fkd.gate:GateError", "fkd.evaluation.evaluate:MetricsSchemaError", "fkd.core.label_offset:LabelOffsetError",
+                                   "fkd.core.errors:EnsembleWeightsError", "fkd.core.config:ParamsError"])
 def test_run_stage_prints_one_line_and_exits_2(error, capsys):
     module, name = error.split(":")
     cls = getattr(importlib.import_module(module), name)

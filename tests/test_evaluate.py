@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from fkd.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
-from fkd.data import DataError, Part, load_fold
-from fkd.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, evaluate_predictions, inter_ocular,
+from fkd.core.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
+from fkd.core.data import DataError, Part, load_fold
+from fkd.evaluation.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, evaluate_predictions, inter_ocular,
                           mean_shape_fn, model_predictions, per_image_error, per_keypoint, pick_grid_faces, score,
                           variant_predictions)
-from fkd.inference import with_flip_tta
-from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
-from fkd.synthetic import MEAN_SHAPE
+from fkd.evaluation.inference import with_flip_tta
+from fkd.core.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
+from fkd.sources.synthetic import MEAN_SHAPE
 from tests.conftest import ROOT, TINY_PARAMS, deep_update
 
 EYE_L, EYE_R = index("left_eye_center"), index("right_eye_center")
@@ -219,7 +219,7 @@ def test_evaluate_models_scores_every_variant(split_dir):
 
 def test_fitted_ensemble_is_scored_cross_fitted(split_dir):
     """Fitted weights favour the better model; the ensemble's scored predictions are out-of-fold, not in-sample."""
-    from fkd.ensemble import combine, cross_fitted, fit_weights
+    from fkd.evaluation.ensemble import combine, cross_fitted, fit_weights
 
     train, val = load_fold(split_dir)
     models = {"resnet": [oracle_fn(val, 1.0, 0)], "cnn": [oracle_fn(val, 3.0, 1)]}
@@ -248,8 +248,8 @@ def tiny_params_file(dest: Path, overrides: dict | None = None) -> Path:
 def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Path:
     """Fold 0's models/resnet/0.safetensors and heatmap/0.safetensors (one tiny epoch each) and, with ``cnn``, an untrained tiny
     models/cnn_sgd/0.keras."""
-    from fkd.models.heatmap.train import train as train_heatmap
-    from fkd.models.resnet.train import train as train_resnet
+    from fkd.models.heatmap import fit as train_heatmap
+    from fkd.models.resnet import fit as train_resnet
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, TINY_PARAMS)
@@ -295,7 +295,7 @@ def test_stage_writes_metrics_and_plots(split_dir, tiny_models, tmp_path, monkey
 
 
 def test_stage_without_tta_and_missing_model(split_dir, tiny_models, tmp_path, monkeypatch):
-    from fkd.errors import ModelFileError
+    from fkd.core.errors import ModelFileError
     from stages.evaluate import main
 
     monkeypatch.chdir(tmp_path)

@@ -1,4 +1,4 @@
-"""The evaluate stage's folders are staged with fkd.io.staged_dir: a killed run's staging folders go on the next run."""
+"""The evaluate stage's folders are staged with fkd.core.io.staged_dir: a killed run's staging folders go on the next run."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fkd import evaluate, plots
+from fkd.evaluation import evaluate, plots
 
 
 def _dead_pid() -> int:

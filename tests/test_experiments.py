@@ -20,12 +20,12 @@ from tests.test_download import _zip_bytes, kaggle_layout
 pytestmark = pytest.mark.slow
 
 DOWNSTREAM = {"evaluate", "submit"}
-TRAINERS = {"train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: <group>@0
+TRAINERS = {"train@resnet-0", "train@heatmap-0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold
 ALL_STAGES = {"download", "parse", "split"} | TRAINERS | DOWNSTREAM
 #: The experiments run once per module: name -> (the -S setting, the stages it must run and no others).
 SINGLE_PARAM_EXPERIMENTS = {
-    "resnet-lr": ("resnet.lr=0.002", {"train_resnet@0"} | DOWNSTREAM),
-    "heatmap-lr": ("heatmap.lr=0.002", {"train_heatmap@0"} | DOWNSTREAM),
+    "resnet-lr": ("resnet.lr=0.002", {"train@resnet-0"} | DOWNSTREAM),
+    "heatmap-lr": ("heatmap.lr=0.002", {"train@heatmap-0"} | DOWNSTREAM),
     "sgd-lr": ("cnn.sgd.lr=0.002", {"train_cnn_sgd@0"} | DOWNSTREAM),
     "split-seed": ("split.seed=7", {"split"} | TRAINERS | DOWNSTREAM),
 }
@@ -42,7 +42,7 @@ def baseline(trained_project, tmp_path_factory) -> Path:
     """The tiny pipeline on a local competition zip (in competition/, added with `dvc add`, as README says),
     reproduced and committed: experiments, the queued sweep included, start from this commit. It is a copy of the
     session's trained project, whose drawn faces the zip holds: only the download side re-runs."""
-    from fkd.synthetic import write_dataset
+    from fkd.sources.synthetic import write_dataset
 
     repo = copy_project(trained_project, tmp_path_factory.mktemp("experiments") / "project")
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -109,7 +109,7 @@ def test_queued_sweep_runs_each_value_and_only_the_resnet_side(sweep, baseline):
     for name in sweep.values():
         assert re.search(rf"{re.escape(name)}\s.*Success", status), status
         log = dvc_log("queue", "logs", name, cwd=baseline)
-        assert stages_run(log) == {"train_resnet@0"} | DOWNSTREAM, log
+        assert stages_run(log) == {"train@resnet-0"} | DOWNSTREAM, log
 
 
 def test_params_and_metrics_diff_between_two_experiments(sweep, baseline):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fkd.registry import MODELS
+from fkd.models.registry import MODELS
 from tests.conftest import ROOT, dvc_log, make_project, project_env, run, stages_run
 from tests.test_remote import BUCKET, clone, s3_endpoint, sha256  # noqa: F401  (s3_endpoint: a fixture)
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from fkd.config import ParamsError, load_params, parse_params, to_dict
-from fkd.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
-from fkd.keypoints import N_EXTENDED, complete_mask, to_extended
-from fkd.registry import MODELS
+from fkd.core.config import ParamsError, load_params, parse_params, to_dict
+from fkd.core.data import DataError, Part, fold_assignment, load_fold, split_indices, write_split
+from fkd.core.keypoints import N_EXTENDED, complete_mask, to_extended
+from fkd.models.registry import MODELS
 from tests.conftest import ROOT, commit_all, copy_project, dvc, dvc_log, project_env, run, stages_run
 
 
@@ -100,8 +100,8 @@ def test_folds_param_lists_the_fold_numbers_from_zero(folds, match):
 
 
 def test_out_of_fold_evaluation_scores_every_row_once_with_its_own_folds_model():
-    from fkd.config import EnsembleParams
-    from fkd.evaluate import evaluate_models
+    from fkd.core.config import EnsembleParams
+    from fkd.evaluation.evaluate import evaluate_models
 
     kp = _keypoints(30, seed=4)
     fold = fold_assignment(kp, 3, 0.2, seed=0)
@@ -127,7 +127,7 @@ def test_out_of_fold_evaluation_scores_every_row_once_with_its_own_folds_model()
 
 
 def test_fold_models_are_averaged_for_submit(tmp_path):
-    from fkd.inference import fold_average
+    from fkd.evaluation.inference import fold_average
 
     fns = [lambda x, v=v: np.full((len(x), 2 * N_EXTENDED), v, np.float32) for v in (1.0, 2.0, 6.0)]
     np.testing.assert_allclose(fold_average(fns)(np.zeros((2, 96, 96), np.uint8)), 3.0)
@@ -137,7 +137,7 @@ def test_fold_models_are_averaged_for_submit(tmp_path):
 # --- the pipeline with two folds ---------------------------------------------------------------
 
 FOLDS = (0, 1)  # two folds: the least that shows out-of-fold scoring (the suite must stay short)
-TRAINERS = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")
+TRAINERS = ("train@resnet-{}", "train@heatmap-{}", "train_cnn_adam@{}", "train_cnn_sgd@{}")  # each fold's stage
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def fold_project(trained_project, tmp_path_factory):
 def test_every_training_stage_runs_once_per_fold_and_evaluate_is_out_of_fold(fold_project):
     repo, output = fold_project
     # the data stages ran in the trained project; the new split re-runs split and everything after it
-    assert stages_run(output) == ({"split", "evaluate", "submit"} | {f"{stage}@{k}" for stage in TRAINERS for k in FOLDS}), output
+    assert stages_run(output) == ({"split", "evaluate", "submit"} | {stage.format(k) for stage in TRAINERS for k in FOLDS}), output
     for k in FOLDS:
         for model in (*(MODELS[m].file(k) for m in MODELS), f"cnn_adam/{k}.keras"):
             assert (repo / "models" / model).is_file(), model
@@ -174,16 +174,16 @@ def test_every_training_stage_runs_once_per_fold_and_evaluate_is_out_of_fold(fol
 def test_a_models_params_rerun_only_its_folds(fold_project):
     repo, _ = fold_project
     output = dvc_log("exp", "run", "--temp", "-S", "resnet.lr=0.002", cwd=repo)
-    assert stages_run(output) == {f"train_resnet@{k}" for k in FOLDS} | {"evaluate", "submit"}, output
-    # the group name still addresses every fold
-    output = dvc_log("repro", "--force", "--single-item", "train_heatmap", cwd=repo)
-    assert stages_run(output) == {f"train_heatmap@{k}" for k in FOLDS}, output
+    assert stages_run(output) == {f"train@resnet-{k}" for k in FOLDS} | {"evaluate", "submit"}, output
+    # a glob addresses every fold of one model
+    output = dvc_log("repro", "--force", "--single-item", "--glob", "train@heatmap-*", cwd=repo)
+    assert stages_run(output) == {f"train@heatmap-{k}" for k in FOLDS}, output
     assert dvc("status", cwd=repo, check=False).returncode == 0
 
 
 def test_a_model_of_a_fold_no_longer_trained_is_refused_naming_it(tmp_path):
-    from fkd.errors import ModelFileError
-    from fkd.inference import check_fold_models
+    from fkd.core.errors import ModelFileError
+    from fkd.evaluation.inference import check_fold_models
 
     for spec in MODELS.values():
         (tmp_path / spec.folder).mkdir()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fkd.errors import TrainingError
+from fkd.core.errors import TrainingError
 from tests.conftest import ROOT, TINY_PARAMS, deep_update, make_project, project_env
 
-#: The log lines of fkd.cli.run_stage's logging set-up: "12:34:56 fkd.train_torch: ...".
+#: The log lines of fkd.core.cli.run_stage's logging set-up: "12:34:56 fkd.train_torch: ...".
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d [\w.]+: ")
 PREVIOUS = {
     "metrics.json": '{\n    "best_val_rmse": 1.5,\n    "epochs_run": 7\n}\n',
@@ -42,7 +42,7 @@ def staging(metrics_dir: Path) -> list[Path]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A folder to run ``python -m stages.train_resnet`` in, with a params.yaml of ``epochs`` tiny resnet epochs."""
+    """A folder to run ``python -m stages.train resnet`` in, with a params.yaml of ``epochs`` tiny resnet epochs."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     deep_update(params, {"resnet": TINY_PARAMS["resnet"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -57,7 +57,7 @@ def set_epochs(workdir: Path, epochs: int) -> None:
 
 def start_training(workdir: Path, split_dir: Path) -> subprocess.Popen:
     env = {**project_env(), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "stages.train_resnet", str(split_dir), "0", "models/resnet/0.model", "metrics/train_resnet/0"]
+    cmd = [sys.executable, "-m", "stages.train", "resnet", str(split_dir), "0", "metrics/train_resnet/0", "models/resnet/0.model"]
     return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -87,7 +87,7 @@ def test_ctrl_c_leaves_the_previous_metrics_and_prints_one_line(workdir, split_d
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert [line for line in stderr.splitlines() if not LOG_LINE.match(line)] == [
-        "interrupted: train_resnet stopped; the outputs it had not finished were left as they were"], stderr
+        "interrupted: train stopped; the outputs it had not finished were left as they were"], stderr
     assert snapshot(metrics_dir) == before
     assert staging(metrics_dir) == []
     assert not (workdir / "models/resnet/0.model").exists()
@@ -118,7 +118,7 @@ def test_a_killed_run_leaves_the_previous_metrics_and_the_next_run_clears_its_st
 
 
 def test_training_that_fails_leaves_the_previous_metrics(tmp_path, split_dir):
-    from fkd.train_result import run_training
+    from fkd.nn.train_result import run_training
 
     metrics_dir = tmp_path / "metrics/train_x/0"
     before = write_previous(metrics_dir)
@@ -135,7 +135,7 @@ def test_training_that_fails_leaves_the_previous_metrics(tmp_path, split_dir):
 
 
 def test_staging_of_a_dead_run_is_removed_and_of_a_live_one_kept(tmp_path):
-    from fkd.io import staged_dir
+    from fkd.core.io import staged_dir
 
     out = tmp_path / "0"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -151,10 +151,10 @@ def test_staging_of_a_dead_run_is_removed_and_of_a_live_one_kept(tmp_path):
 
 def test_ctrl_c_under_dvc_names_the_stages_own_outputs_and_how_to_restore_them(tmp_path, monkeypatch, capsys):
     """Under ``dvc repro`` the outputs were removed before the stage ran: the line says how to put them back."""
-    from fkd.cli import run_stage
+    from fkd.core.cli import run_stage
 
     monkeypatch.chdir(make_project(tmp_path / "project"))
-    monkeypatch.setenv("DVC_STAGE", "train_resnet@0")
+    monkeypatch.setenv("DVC_STAGE", "train@resnet-0")
 
     def main(argv):
         raise KeyboardInterrupt
@@ -163,6 +163,6 @@ def test_ctrl_c_under_dvc_names_the_stages_own_outputs_and_how_to_restore_them(t
         run_stage(main, [])
     assert exit_.value.code == 130
     (line,) = capsys.readouterr().err.splitlines()
-    assert line == ("interrupted: train_resnet@0 stopped; dvc had removed its outputs before running it: "
+    assert line == ("interrupted: train@resnet-0 stopped; dvc had removed its outputs before running it: "
                     "`git checkout -- metrics/train_resnet/0/metrics.json metrics/train_resnet/0/plots && "
-                    "dvc checkout train_resnet@0` puts back the committed ones")
+                    "dvc checkout train@resnet-0` puts back the committed ones")

@@ -1,8 +1,8 @@
 import numpy as np
 
-from fkd.keypoints import (COLUMNS, EXTENDED_NAMES, FLIP_PAIRS, complete_mask, flip_coords,
+from fkd.core.keypoints import (COLUMNS, EXTENDED_NAMES, FLIP_PAIRS, complete_mask, flip_coords,
                            flip_permutation, from_extended, index, to_extended, widen_to_extended)
-from fkd.synthetic import draw_face, to_scheme_b
+from fkd.sources.synthetic import draw_face, to_scheme_b
 
 
 def test_columns_are_kaggles_order():

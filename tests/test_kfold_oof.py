@@ -23,7 +23,7 @@ def kfold_oof_main(monkeypatch, capsys, *argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def two_fold_split(synthetic_raw, tmp_path_factory):
-    from fkd.data import parse_raw, write_split
+    from fkd.core.data import parse_raw, write_split
 
     prepared = tmp_path_factory.mktemp("prepared")
     parse_raw(synthetic_raw, prepared)

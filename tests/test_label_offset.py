@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fkd.data import load_fold, parse_raw, write_split
-from fkd.keypoints import COLUMNS, shift_x
+from fkd.core.data import load_fold, parse_raw, write_split
+from fkd.core.keypoints import COLUMNS, shift_x
 from tests.conftest import ROOT
-from fkd.label_offset import LabelOffsetError, estimate_offset, read_offset, resolve_offset
+from fkd.core.label_offset import LabelOffsetError, estimate_offset, read_offset, resolve_offset
 
 
 @pytest.fixture(scope="module")

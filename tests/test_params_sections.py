@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fkd.cli import run_stage
-from fkd.config import MODEL_NAMES, SECTIONS, ParamsError, load_params, section_class, to_dict
+from fkd.core.cli import run_stage
+from fkd.core.config import MODEL_NAMES, SECTIONS, ParamsError, load_params, section_class, to_dict
 from tests.conftest import ROOT
 
 ALLOWED = "data, synthetic, split, resnet, heatmap, cnn, ensemble, evaluate, submit"
@@ -24,7 +24,7 @@ from stages.download import main as download
 from stages.parse import main as parse
 from stages.split import main as split
 download(["data/raw"]); parse(["data/raw", "data/prepared"]); split(["data/prepared", "data/split", "split.json"])
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[:2] == ["fkd", "models"] or m in ("fkd.torch_params", "fkd.registry"))))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[:2] == ["fkd", "models"] or m in ("fkd.nn.torch_params", "fkd.models.registry"))))
 """
 
 
@@ -38,7 +38,7 @@ def write_params(folder: Path, change=None) -> Path:
 
 
 def test_the_data_stages_import_no_model_code(tmp_path):
-    """download, parse and split run end to end (synthetic faces) without importing fkd.models, fkd.torch_params or the registry."""
+    """download, parse and split run end to end (synthetic faces) without importing fkd.models, fkd.nn.torch_params or the registry."""
     write_params(tmp_path, lambda r: r["synthetic"].update(n_train=40, n_test=4))
     proc = subprocess.run([sys.executable, "-c", DATA_STAGES], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -84,7 +84,7 @@ def test_a_load_checks_only_its_sections(tmp_path):
 
 
 def test_a_models_section_is_found_by_its_name_in_its_folder():
-    from fkd import registry
+    from fkd.models import registry
 
     assert MODEL_NAMES == registry.MODEL_NAMES
     assert SECTIONS == ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")

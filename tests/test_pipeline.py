@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkd.data import load_fold
-from fkd.registry import MODELS
+from fkd.core.data import load_fold
+from fkd.models.registry import MODELS
 from tests.conftest import dvc, dvc_log, run, stages_run
 from tests.test_deps import resolved_stages
 
 pytestmark = pytest.mark.slow
 
 #: With the default single fold, each training stage is the one stage its foreach makes: <name>@0.
-STAGES = ["download", "parse", "split", "train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0", "evaluate", "submit"]
+STAGES = ["download", "parse", "split", "train@resnet-0", "train@heatmap-0", "train_cnn_adam@0", "train_cnn_sgd@0", "evaluate", "submit"]
 
 
 def test_dvc_repro_runs_every_stage_and_leaves_a_clean_state(trained_run, tmp_path):
@@ -47,7 +47,7 @@ def test_torch_trainers_write_metrics_curves_and_their_model(trained_project):
         assert metrics["epochs_run"] == 1 and metrics["device"] == "cpu" and metrics["best_val_rmse"] > 0
         assert (trained_project / f"metrics/train_{name}/0/plots/metrics/val_rmse.tsv").exists()
         assert (trained_project / "models" / MODELS[name].file(0)).is_file()
-    assert "Data and pipelines are up to date" in dvc("status", "train_resnet", cwd=trained_project).stdout
+    assert "Data and pipelines are up to date" in dvc("status", "train@resnet-0", cwd=trained_project).stdout
 
 
 def test_both_cnn_phases_write_metrics_curves_speed_and_a_model(trained_run):

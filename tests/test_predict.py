@@ -14,9 +14,9 @@ from skimage import data
 from skimage.transform import AffineTransform, warp
 
 from fkd import faces
-from fkd.keypoints import COLUMNS, N_EXTENDED, index, to_extended
+from fkd.core.keypoints import COLUMNS, N_EXTENDED, index, to_extended
 from fkd.predict import CSV_COLUMNS, CSV_NAME
-from fkd.synthetic import draw_face
+from fkd.sources.synthetic import draw_face
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_OPENCV = importlib.util.find_spec("cv2") is not None
@@ -217,7 +217,7 @@ def tiny_models(tmp_path_factory) -> Path:
     import torch
 
     from fkd.models.resnet.network import build as build_model
-    from fkd.torch_nn import save_checkpoint
+    from fkd.nn.torch_nn import save_checkpoint
 
     torch.manual_seed(0)
     config = {"arch": "resnet", "n_outputs": 34, "stem_channels": 4, "widths": [4, 8], "blocks_per_stage": 1, "normalize_targets": True}
@@ -234,7 +234,7 @@ def predict_cli(*args, models: Path) -> subprocess.CompletedProcess:
 
 def predict_here(capsys, monkeypatch, *args, models: Path) -> subprocess.CompletedProcess:
     """The same command run in this process (no interpreter and torch start-up per call)."""
-    from fkd.cli import run_stage
+    from fkd.core.cli import run_stage
     from fkd.predict import main
 
     monkeypatch.chdir(ROOT)
@@ -375,8 +375,8 @@ def test_truncated_model_file_is_one_line_naming_it(tmp_path, tiny_models, capsy
 
 def test_junk_keras_file_is_a_model_file_error(tmp_path):
     pytest.importorskip("keras")
-    from fkd.errors import ModelFileError
-    from fkd.inference import load_model_fn
+    from fkd.core.errors import ModelFileError
+    from fkd.evaluation.inference import load_model_fn
 
     (tmp_path / "cnn_sgd").mkdir()
     (tmp_path / "cnn_sgd/0.keras").write_bytes(b"not a keras model, just junk\n" * 10)

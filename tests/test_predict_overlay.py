@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from fkd import faces, predict
-from fkd.keypoints import EXTENDED_NAMES
+from fkd.core.keypoints import EXTENDED_NAMES
 
 
 def test_overlay_is_drawn_without_scikit_image(monkeypatch):

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from fkd.config import load_params
+from fkd.core.config import load_params
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from fkd.config import Params, load_params
-from fkd.errors import ModelFileError
-from fkd.registry import MODELS, check_model_names
-from fkd.schema import ParamsError
+from fkd.core.config import Params, load_params
+from fkd.core.errors import ModelFileError
+from fkd.models.registry import MODELS, check_model_names
+from fkd.core.schema import ParamsError
 from tests.conftest import ROOT
 
 
@@ -57,7 +57,7 @@ def test_unknown_model_name_is_a_params_error():
 def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
     from fkd.models.heatmap import network as heatmap
     from fkd.models.resnet import network as resnet
-    from fkd.torch_nn import save_checkpoint
+    from fkd.nn.torch_nn import save_checkpoint
 
     p = load_params(ROOT / "params.yaml")
     config = heatmap.architecture(p.heatmap)
@@ -73,9 +73,9 @@ def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fit_trains_every_phase_and_writes_a_file_its_loader_reads(name, split_dir, tmp_path):
     """``MODELS[name].fit``: the whole training of one fold (both CNN phases), as the training stages run it."""
-    from fkd.config import parse_params, to_dict
-    from fkd.data import load_fold
-    from fkd.train_result import TrainResult
+    from fkd.core.config import parse_params, to_dict
+    from fkd.core.data import load_fold
+    from fkd.nn.train_result import TrainResult
     from tests.conftest import TINY_PARAMS, deep_update
 
     p = parse_params(deep_update(to_dict(load_params(ROOT / "params.yaml")), TINY_PARAMS))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fkd.registry import MODELS
+from fkd.models.registry import MODELS
 from tests.conftest import commit_all, copy_project, dvc_log, project_env, run, stages_run
 
 pytestmark = pytest.mark.slow

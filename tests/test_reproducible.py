@@ -1,6 +1,6 @@
 """Byte-for-byte reproducible: the same code, params and data give the same bytes, so dvc.lock tells the truth.
 
-* Model files: ``fkd.torch_nn.save_checkpoint`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
+* Model files: ``fkd.nn.torch_nn.save_checkpoint`` and ``fkd.models.cnn.network.save_model`` write the same bytes for the same model,
   whatever the file name, the time of day, or the process (object addresses) that saved it.
 * The pipeline (the session's trained project): after ``dvc repro`` and a commit, a second ``dvc repro`` runs
   nothing and changes nothing; run timings stay out of the committed metrics. Reproducing from scratch (an empty
@@ -57,7 +57,7 @@ def tiny_resnet_checkpoint() -> tuple[dict, dict]:
     """The state dict and architecture dict of a tiny seeded ResNet, as train_torch saves them."""
     import torch
 
-    from fkd.config import load_params, parse_params, to_dict
+    from fkd.core.config import load_params, parse_params, to_dict
     from fkd.models.resnet.network import architecture, build
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
@@ -69,7 +69,7 @@ def tiny_resnet_checkpoint() -> tuple[dict, dict]:
 
 def test_save_checkpoint_gives_the_same_bytes_under_any_file_name(tmp_path):
     from fkd.models.resnet.network import load_model_fn
-    from fkd.torch_nn import save_checkpoint
+    from fkd.nn.torch_nn import save_checkpoint
 
     state, config = tiny_resnet_checkpoint()
     a, b = tmp_path / "a" / "resnet.safetensors", tmp_path / "b" / "other_name.safetensors"
@@ -87,7 +87,7 @@ def test_save_checkpoint_gives_the_same_bytes_under_any_file_name(tmp_path):
 
 
 def tiny_cnn_params():
-    from fkd.config import load_params, parse_params, to_dict
+    from fkd.core.config import load_params, parse_params, to_dict
 
     raw = to_dict(load_params(ROOT / "params.yaml"))
     deep_update(raw, {"cnn": TINY_PARAMS["cnn"]})
@@ -106,7 +106,7 @@ def tiny_cnn(seed: int = 0):
 
 def test_save_model_gives_the_same_bytes_and_still_loads_and_predicts(tmp_path):
     from fkd.models.cnn.network import EVAL_BATCH, load_model_fn, save_model
-    from fkd.keypoints import N_EXTENDED, widen_to_extended
+    from fkd.core.keypoints import N_EXTENDED, widen_to_extended
 
     model = tiny_cnn()
     a, b = tmp_path / "a" / "cnn.keras", tmp_path / "b" / "other_name.keras"

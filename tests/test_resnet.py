@@ -5,15 +5,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from fkd.augment import augment_batch
-from fkd.config import load_params, parse_params, to_dict
-from fkd.data import load_fold
-from fkd.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
+from fkd.nn.augment import augment_batch
+from fkd.core.config import load_params, parse_params, to_dict
+from fkd.core.data import load_fold
+from fkd.core.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
 from fkd.models.resnet.network import KeypointResNet, load_model_fn
-from fkd.models.resnet.train import train as train_resnet
-from fkd.synthetic import draw_face
-from fkd.torch_nn import masked_mse
-from fkd.torch_params import AugmentParams
+from fkd.models.resnet import fit as train_resnet
+from fkd.sources.synthetic import draw_face
+from fkd.nn.torch_nn import masked_mse
+from fkd.nn.torch_params import AugmentParams
 from tests.conftest import ROOT, TINY_PARAMS, deep_update
 
 NO_AUG = AugmentParams(flip=False, rotate_deg=0.0, scale=0.0, shift_px=0.0, brightness=0.0, contrast=0.0)
@@ -104,7 +104,7 @@ def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(split_dir, tmp_path):
-    from fkd.train_result import cpu_has_native_bf16
+    from fkd.nn.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")
@@ -122,7 +122,7 @@ def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(
 
 @pytest.mark.slow
 def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
-    from fkd.errors import TrainingError
+    from fkd.core.errors import TrainingError
 
     train, val = load_fold(split_dir)
     p = tiny_resnet_params(epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
@@ -162,8 +162,8 @@ def test_heatmap_network_decodes_coordinates_by_soft_argmax():
 def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
     import torch as _torch
 
-    from fkd.config import ParamsError
-    from fkd.models.heatmap.train import train as train_heatmap
+    from fkd.core.config import ParamsError
+    from fkd.models.heatmap import fit as train_heatmap
 
     if _torch.cuda.is_available():
         pytest.skip("a CUDA device is there")

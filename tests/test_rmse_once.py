@@ -1,11 +1,11 @@
-"""One RMSE over labelled coordinates: fkd.keypoints.finite_rmse, behind masked_rmse and the evaluate metrics."""
+"""One RMSE over labelled coordinates: fkd.core.keypoints.finite_rmse, behind masked_rmse and the evaluate metrics."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fkd.evaluate import score
-from fkd.keypoints import finite_rmse, masked_rmse, to_extended
+from fkd.evaluation.evaluate import score
+from fkd.core.keypoints import finite_rmse, masked_rmse, to_extended
 
 
 def test_finite_rmse_skips_unlabelled_and_is_none_without_any():

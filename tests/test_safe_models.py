@@ -19,13 +19,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
-from fkd.data import parse_raw
-from fkd.errors import ModelFileError
-from fkd.inference import load_model_fn
+from fkd.core.data import parse_raw
+from fkd.core.errors import ModelFileError
+from fkd.evaluation.inference import load_model_fn
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
-from fkd.schema import ParamsError
-from fkd.torch_nn import save_checkpoint
+from fkd.core.schema import ParamsError
+from fkd.nn.torch_nn import save_checkpoint
 from tests.conftest import ROOT, project_env
 from tests.test_evaluate import tiny_params_file
 
@@ -103,7 +103,7 @@ def test_a_saved_network_round_trips_and_the_file_holds_no_pickle(network, confi
 def test_architecture_sizes_are_bounded_where_params_make_them(tmp_path):
     from dataclasses import replace
 
-    from fkd.config import load_params
+    from fkd.core.config import load_params
 
     p = load_params(ROOT / "params.yaml").resnet
     with pytest.raises(ParamsError, match=r"'resnet.widths\[0\]' must be in \[1, 4096\], got 100000"):
@@ -172,7 +172,7 @@ def test_a_bad_torch_file_is_one_line_naming_it_and_runs_nothing(name, tmp_path)
     message = str(err.value)
     assert "\n" not in message and says in message, message
     assert message.startswith(f"{path}: cannot load the resnet model (")
-    assert message.endswith("retrain it with `dvc repro train_resnet@0` (or fetch it with `dvc pull`)"), message
+    assert message.endswith("retrain it with `dvc repro train@resnet-0` (or fetch it with `dvc pull`)"), message
     assert not marker.exists()
 
 
@@ -232,7 +232,7 @@ def test_commands_refuse_a_crafted_model_file(name, file_name, tmp_path, split_d
         assert line.startswith(f"error: {expected} not found: run `dvc repro`"), line
     else:
         assert line.startswith(f"error: {expected}: cannot load the resnet model (it is a zip archive, as an old torch.save"), line
-        assert "`dvc repro train_resnet@0`" in line
+        assert "`dvc repro train@resnet-0`" in line
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no submission, metrics, plots or overlays
 

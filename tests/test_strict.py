@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fkd.tf_env import filter_log
+from fkd.nn.tf_env import filter_log
 from tests.conftest import ROOT
 
 
@@ -21,7 +21,7 @@ def run_module(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPr
 
 
 def test_split_stage_leaving_no_validation_rows_is_one_line(tmp_path, synthetic_raw):
-    from fkd.data import parse_raw
+    from fkd.core.data import parse_raw
 
     prepared = tmp_path / "prepared"
     parse_raw(synthetic_raw, prepared)
@@ -80,7 +80,7 @@ def test_filter_log_drops_messages_below_the_level_and_keeps_the_rest():
     assert "Cannot dlopen" in filter_log(CAPTURED, 1) and "absl::InitializeLog" not in filter_log(CAPTURED, 1)
 
 
-TF_START = "import fkd.tf_env, os; import tensorflow as tf; tf.constant(1.0) + 1; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+TF_START = "import fkd.nn.tf_env, os; import tensorflow as tf; tf.constant(1.0) + 1; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
 
 
 def test_tensorflow_starts_quietly(tmp_path):

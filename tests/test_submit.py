@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fkd.data import DataError, parse_raw, parse_test_csv, read_lookup
-from fkd.keypoints import COLUMNS, EXTENDED_NAMES, index
-from fkd.submit import check_submission, format_submission, predict_locations, scheme_b_images, submission_message, write_submission
+from fkd.core.data import DataError, parse_raw, parse_test_csv, read_lookup
+from fkd.core.keypoints import COLUMNS, EXTENDED_NAMES, index
+from fkd.evaluation.submit import check_submission, format_submission, predict_locations, scheme_b_images, submission_message, write_submission
 from tests.conftest import ROOT
 from tests.kaggle_server import kaggle_server  # noqa: F401  (fixture)
 from tests.test_evaluate import make_tiny_models, tiny_params_file
@@ -177,8 +177,8 @@ def test_stage_writes_and_uploads_with_the_experiment_name(kaggle_server, synthe
 
 
 def test_stage_does_not_upload_by_default_and_names_a_missing_model(synthetic_raw, prepared, resnet_only, tmp_path, monkeypatch, caplog):
-    from fkd.errors import ModelFileError
-    from fkd.label_offset import LabelOffsetError
+    from fkd.core.errors import ModelFileError
+    from fkd.core.label_offset import LabelOffsetError
     from stages.submit import main
 
     monkeypatch.chdir(tmp_path)

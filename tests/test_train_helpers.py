@@ -1,4 +1,4 @@
-"""The bf16 choice and the thread count of both trainers (torch and Keras) come from one place, fkd.train_result."""
+"""The bf16 choice and the thread count of both trainers (torch and Keras) come from one place, fkd.nn.train_result."""
 from __future__ import annotations
 
 import logging
@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from fkd import train_result
+from fkd.nn import train_result
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_both_trainers_choose_bf16_alike(native, monkeypatch, caplog):
     torch = pytest.importorskip("torch")
     from fkd.models.cnn import train as cnn_train
-    from fkd import torch_train
+    from fkd.nn import torch_train
 
     monkeypatch.setattr(train_result, "cpu_has_native_bf16", lambda: native)
     caplog.set_level(logging.INFO)

@@ -9,7 +9,7 @@ Missing labels are NaN: :class:`MaskedHuber` and :class:`MaskedRMSE` count prese
 """
 from __future__ import annotations
 
-import fkd.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets TensorFlow's start-up before they load
+import fkd.nn.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets TensorFlow's start-up before they load
 
 import io
 import json
@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fkd.data import IMAGE_SIZE
-from fkd.errors import ModelFileError
-from fkd.io import save_bytes
-from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, widen_to_extended
+from fkd.core.data import IMAGE_SIZE
+from fkd.core.errors import ModelFileError
+from fkd.core.io import save_bytes
+from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, widen_to_extended
 from fkd.models.cnn.params import CnnParams
 
 if keras.backend.backend() != "tensorflow":
@@ -112,7 +112,7 @@ def build_model(p: CnnParams, outputs: int, bf16: bool = False) -> keras.Model:
 
 
 def precision_of(model: keras.Model) -> str:
-    """``bf16`` if any layer of ``model`` computes in bfloat16, else ``fp32`` (:class:`fkd.train_result.TrainResult`)."""
+    """``bf16`` if any layer of ``model`` computes in bfloat16, else ``fp32`` (:class:`fkd.nn.train_result.TrainResult`)."""
     return "bf16" if any(layer.compute_dtype == "bfloat16" for layer in model.layers) else "fp32"
 
 

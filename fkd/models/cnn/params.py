@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fkd.schema import Count, LearningRate, Length, Positive, Range, Seed, Threads, rule_error
+from fkd.core.schema import Count, LearningRate, Length, Positive, Range, Seed, Threads, rule_error
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,3 @@ class CnnParams:
     def __post_init__(self) -> None:
         if len(self.dropout) != len(self.filters):
             raise rule_error("dropout", f"must have one rate per {{section}}.filters entry ({len(self.filters)}), got {len(self.dropout)}")
-
-
-SECTION = CnnParams  # what fkd.config loads as section cnn

@@ -6,7 +6,7 @@ phase 1's model and fine-tunes it with SGD. Both train on uint8 faces streamed t
 """
 from __future__ import annotations
 
-import fkd.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets TensorFlow's start-up before they load
+import fkd.nn.tf_env  # noqa: F401,I001  first: puts Keras on TensorFlow and quiets TensorFlow's start-up before they load
 
 import logging
 import math
@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fkd.data import Part
-from fkd.keypoints import flip_permutation, masked_rmse, training_targets
+from fkd.core.data import Part
+from fkd.core.errors import ModelFileError
+from fkd.core.keypoints import flip_permutation, masked_rmse, training_targets
 from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, load_keras, n_outputs, names_for,
                                     precision_of, save_model)
 from fkd.models.cnn.params import CnnParams
-from fkd.train_result import TrainResult, bf16_here, cpu_threads
+from fkd.nn.train_result import TrainResult, bf16_here, cpu_threads
 
 log = logging.getLogger("fkd.cnn")
 
@@ -57,7 +58,7 @@ def train_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed
     """Shuffled batches of (float pixels (B, 96, 96, 1), pixel targets); with ``flip`` each face is mirrored with p=1/2.
 
     Targets stay in pixels here (the model's last layer scales to pixels), so a mirrored x is W-1-x exactly as
-    in :func:`fkd.keypoints.flip_coords`.
+    in :func:`fkd.core.keypoints.flip_coords`.
     """
     perm = flip_permutation(names_for(targets.shape[1]))
     ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
@@ -113,7 +114,7 @@ def configure(seed: int, threads: int) -> str:
 
 def use_bf16(p: CnnParams, device: str) -> bool:
     """Whether phase 1 builds the model in mixed bfloat16: ``cnn.bf16`` on a GPU or on a CPU of
-    :func:`fkd.train_result.bf16_here` (a CPU without bf16 instructions only emulates it, slower than float32). Phase 2 and
+    :func:`fkd.nn.train_result.bf16_here` (a CPU without bf16 instructions only emulates it, slower than float32). Phase 2 and
     every prediction compute as the saved model's layers say."""
     return bf16_here(p.bf16, device == "cpu", "cnn.bf16")
 
@@ -210,7 +211,7 @@ class SgdResult(TrainResult):
 def load_for_finetune(path: str | Path, p: CnnParams) -> keras.Model:
     """Phase 1's saved model, recompiled with SGD for phase 2."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path} not found: run the train_cnn_adam stage first")
+        raise ModelFileError(f"{path} not found: run the train_cnn_adam stage first")
     model = load_keras(path)
     _compile(model, keras.optimizers.SGD(p.sgd.lr, momentum=p.sgd.momentum), p)
     return model
@@ -248,13 +249,15 @@ def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, mode
             log.info("phase 2 did not improve on phase 1 (%.3f >= %.3f px): saving phase 1's weights", result.best_val_rmse, adam_rmse)
             model.set_weights(start_weights)
     save_model(model, model_path)
+    log.info("phase 2 (SGD) against phase 1's %.3f px: %s", adam_rmse,
+             "improved" if improved else "no improvement, kept phase 1's weights")
     return SgdResult(**vars(result), adam_val_rmse=adam_rmse, improved_on_adam=bool(improved))
 
 
-def fit(train: Part, val: Part, p: CnnParams, model_path: str | Path) -> SgdResult:
-    """Both phases from scratch, as the two training stages run them (:meth:`fkd.registry.ModelSpec.fit`):
-    Adam, its model kept in a temporary folder, then SGD from it into ``model_path``."""
+def fit(train: Part, val: Part, p: CnnParams, model_path: str | Path, live=None) -> SgdResult:
+    """Both phases from scratch, as the two training stages run them: Adam, its model kept in a temporary
+    folder, then SGD from it into ``model_path`` (``live`` logs phase 2)."""
     with tempfile.TemporaryDirectory(prefix="cnn_adam_") as tmp_dir:
         start = Path(tmp_dir) / "adam.keras"
         train_adam(train, val, p, start)
-        return train_sgd(train, val, p, start, model_path)
+        return train_sgd(train, val, p, start, model_path, live)

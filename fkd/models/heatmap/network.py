@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fkd.keypoints import N_EXTENDED
+from fkd.core.keypoints import N_EXTENDED
 from fkd.models.heatmap.params import HeatmapParams
-from fkd.schema import Length, build as build_section, to_dict
-from fkd.torch_nn import CENTRE, BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
+from fkd.core.schema import Length, build as build_section, to_dict
+from fkd.nn.torch_nn import CENTRE, BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
 
 ARCH = "heatmap"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fkd.schema import Length, Positive
-from fkd.torch_params import TorchTrainParams
+from fkd.core.schema import Length, Positive
+from fkd.nn.torch_params import TorchTrainParams
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,3 @@ class HeatmapParams(TorchTrainParams):
     blocks_per_stage: Positive
     decoder_channels: Positive
     heatmap_stride: Literal[2, 4, 8]
-
-
-SECTION = HeatmapParams  # what fkd.config loads as section heatmap

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fkd.keypoints import N_COORDS, N_EXTENDED
+from fkd.core.keypoints import N_COORDS, N_EXTENDED
 from fkd.models.resnet.params import ResnetParams
-from fkd.schema import Length, build as build_section, to_dict
-from fkd.torch_nn import BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
+from fkd.core.schema import Length, build as build_section, to_dict
+from fkd.nn.torch_nn import BasicBlock, BlocksPerStage, Channels, load_checkpoint_fn
 
 ARCH = "resnet"
 

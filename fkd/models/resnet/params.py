@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fkd.schema import Length, Positive
-from fkd.torch_params import TorchTrainParams
+from fkd.core.schema import Length, Positive
+from fkd.nn.torch_params import TorchTrainParams
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,3 @@ class ResnetParams(TorchTrainParams):
     widths: Annotated[tuple[Positive, ...], Length(min=1)]
     blocks_per_stage: Positive
     scheme_heads: bool  # predict scheme-B nose/lip separately (34 outputs) instead of 30
-
-
-SECTION = ResnetParams  # what fkd.config loads as section resnet

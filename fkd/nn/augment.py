@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fkd.torch_params import AugmentParams
-from fkd.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_permutation
+from fkd.nn.torch_params import AugmentParams
+from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_permutation
 
 SIZE = 96
 HALF = (SIZE - 1) / 2  # pixel centres 0..95 <-> normalised -1..1 (align_corners=True)

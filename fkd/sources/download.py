@@ -1,10 +1,10 @@
 """download: the competition files -> ``data/raw`` (training.csv, test.csv, IdLookupTable.csv), checked.
 
 Sources (params ``data.source``):
-- ``kaggle``: the official client downloads the competition zip (see :mod:`fkd.kaggle_client`);
+- ``kaggle``: the official client downloads the competition zip (see :mod:`fkd.sources.kaggle_client`);
 - ``local``: ``data.path`` is that zip, or a folder with its files unpacked (training.csv and
   test.csv directly, or still as training.zip and test.zip);
-- ``synthetic``: drawn faces (:func:`fkd.synthetic.write_dataset`).
+- ``synthetic``: drawn faces (:func:`fkd.sources.synthetic.write_dataset`).
 
 Kaggle's zip holds training.zip (-> training.csv), test.zip (-> test.csv), IdLookupTable.csv and
 SampleSubmission.csv; only the first three are kept. Every member is read to its end, which makes
@@ -14,7 +14,7 @@ bomb) are refused before any of their zip is unpacked, and no member is unpacked
 :data:`MAX_UNPACKED_BYTES` whatever its header says. Each CSV must be UTF-8 and carry Kaggle's header
 and at least one row; IdLookupTable.csv must name only keypoint columns and test.csv's ImageIds. A
 ``data.path`` that is a link must lead inside ``competition/`` (or into DVC's cache). Everything is
-built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``, :func:`fkd.io.staged_dir`)
+built in a staging folder beside the output (``data/.raw.<pid>.<random>.tmp``, :func:`fkd.core.io.staged_dir`)
 and renamed into place only after all checks passed: a failed run leaves no ``data/raw``. A run that
 was killed cannot remove its staging folder; the next run removes the staging folders whose process is gone.
 """
@@ -27,14 +27,14 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from fkd.cli import StageError
-from fkd.config import DataParams, ParamsError, SyntheticParams
-from fkd.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_header, check_lookup, check_utf8, read_test_ids
-from fkd.io import staged_dir
-from fkd.kaggle_client import human_size
-from fkd.keypoints import COLUMNS
+from fkd.core.cli import StageError
+from fkd.core.config import DataParams, ParamsError, SyntheticParams
+from fkd.core.data import LOOKUP_FILE, TEST_FILE, TRAIN_FILE, DataError, check_header, check_lookup, check_utf8, read_test_ids
+from fkd.core.io import staged_dir
+from fkd.sources.kaggle_client import human_size
+from fkd.core.keypoints import COLUMNS
 
-log = logging.getLogger("fkd.download")
+log = logging.getLogger("fkd.sources.download")
 
 #: The files the pipeline needs and the header each must have, in order.
 RAW_FILES: dict[str, tuple[str, ...]] = {
@@ -61,7 +61,7 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
     with staged_dir(out_dir) as raw:  # raw.parent: the private staging folder, removed with it
         log.info("source: %s", data.source)
         if data.source == "kaggle":
-            from fkd.kaggle_client import download_competition
+            from fkd.sources.kaggle_client import download_competition
 
             zip_path = download_competition(data.competition, raw.parent / "download")
             origins = unpack_competition_zip(zip_path, raw, label=f"downloaded {zip_path.name}")
@@ -81,7 +81,7 @@ def fetch_raw(data: DataParams, synthetic: SyntheticParams, out_dir: str | Path)
 
 
 def write_dataset(out_dir: Path, p: SyntheticParams) -> None:
-    from fkd.synthetic import write_dataset as draw
+    from fkd.sources.synthetic import write_dataset as draw
 
     draw(out_dir, p.n_train, p.n_test, p.partial_fraction, p.seed)
 

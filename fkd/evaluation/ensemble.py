@@ -1,6 +1,6 @@
 """Ensemble weights fitted on data, not guessed: non-negative, summing to 1, per member or per keypoint.
 
-Every member predicts (N, 34) keypoints in the extended layout of :mod:`fkd.keypoints`; targets are
+Every member predicts (N, 34) keypoints in the extended layout of :mod:`fkd.core.keypoints`; targets are
 (N, 34) with NaN where a coordinate is not labelled (``to_extended`` of Kaggle rows). The weights
 minimise the squared error of the weighted mean over the labelled coordinates, which is the RMSE
 the project scores.
@@ -24,9 +24,9 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import nnls
 
-from fkd.errors import EnsembleWeightsError
-from fkd.io import save_json
-from fkd.keypoints import EXTENDED_NAMES, N_EXTENDED
+from fkd.core.errors import EnsembleWeightsError
+from fkd.core.io import save_json
+from fkd.core.keypoints import EXTENDED_NAMES, N_EXTENDED
 
 N_OUTPUTS = 2 * N_EXTENDED
 
@@ -59,7 +59,7 @@ def _check_keypoints(keypoints: np.ndarray, n_rows: int) -> np.ndarray:
     y = np.asarray(keypoints)
     if y.shape != (n_rows, N_OUTPUTS):
         raise ValueError(f"keypoints have shape {y.shape}, expected ({n_rows}, {N_OUTPUTS}) like the predictions "
-                         "(use fkd.keypoints.to_extended on Kaggle rows)")
+                         "(use fkd.core.keypoints.to_extended on Kaggle rows)")
     y = y.astype(np.float64)
     if np.isinf(y).any():
         raise ValueError(f"keypoints contain {int(np.isinf(y).sum())} infinite values: mark unlabelled coordinates with NaN")

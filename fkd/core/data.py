@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fkd.config import ParamsError
-from fkd.errors import FkdError
-from fkd.io import save_npy
-from fkd.keypoints import COLUMNS, complete_mask, shift_x
+from fkd.core.config import ParamsError
+from fkd.core.errors import FkdError
+from fkd.core.io import save_npy
+from fkd.core.keypoints import COLUMNS, complete_mask, shift_x
 
 IMAGE_SIZE = 96
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -363,7 +363,7 @@ def _assign_folds(keypoints: np.ndarray, folds: int, val_fraction: float, seed: 
 def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int, folds: int = 1,
                 label_offset_x: float = 0.0) -> dict:
     """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows, x moved
-    by ``-label_offset_x`` onto the image features, see :mod:`fkd.label_offset`) and ``val_fold.npy``
+    by ``-label_offset_x`` onto the image features, see :mod:`fkd.core.label_offset`) and ``val_fold.npy``
     (:func:`fold_assignment`, pixel-identical images kept in one fold); :func:`load_fold` reads a fold's two parts
     from them. Returns the training and validation row counts of each fold and :func:`duplicate_counts`."""
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("fkd.io")
+log = logging.getLogger("fkd.core.io")
 
 
 @contextlib.contextmanager

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fkd.data import DataError, Lookup
-from fkd.inference import ModelFn
-from fkd.errors import PredictionError
-from fkd.registry import check_predictions
-from fkd.io import atomic_path
-from fkd.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended, shift_x
+from fkd.core.data import DataError, Lookup
+from fkd.evaluation.inference import ModelFn
+from fkd.core.errors import PredictionError
+from fkd.models.registry import check_predictions
+from fkd.core.io import atomic_path
+from fkd.core.keypoints import COLUMNS, PARTIAL_KEYPOINTS, from_extended, shift_x
 
-log = logging.getLogger("fkd.submit")
+log = logging.getLogger("fkd.evaluation.submit")
 
 SUBMISSION_HEADER = ("RowId", "Location")
 LOCATION_RANGE = (0.0, 96.0)
@@ -44,7 +44,7 @@ def scheme_b_images(lookup: Lookup) -> dict[int, bool]:
 def predict_locations(lookup: Lookup, test_images: np.ndarray, test_ids: np.ndarray, predict: ModelFn,
                       label_offset_x: float = 0.0) -> np.ndarray:
     """Location (M,) for every lookup row: the model's keypoint in the image's scheme, its x moved by
-    ``label_offset_x`` back into the labels' frame (:mod:`fkd.label_offset`), clipped to [0, 96]."""
+    ``label_offset_x`` back into the labels' frame (:mod:`fkd.core.label_offset`), clipped to [0, 96]."""
     position = {int(image_id): i for i, image_id in enumerate(np.asarray(test_ids).tolist())}
     unknown = [i for i, image_id in enumerate(lookup.image_ids.tolist()) if image_id not in position]
     if unknown:

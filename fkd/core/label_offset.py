@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.data import DataError
-from fkd.keypoints import COLUMNS
+from fkd.core.data import DataError
+from fkd.core.keypoints import COLUMNS
 
 #: The keypoint pair that every labelled row carries: its two patches are compared.
 EYE_CENTRES = ("left_eye_center", "right_eye_center")

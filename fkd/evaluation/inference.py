@@ -1,8 +1,8 @@
 """One prediction interface over every model: flip test-time augmentation and the ensemble.
 
 A *model function* takes uint8 images (N, 96, 96) and returns keypoints (N, 34) in pixels in
-the extended layout of :mod:`fkd.keypoints` (15 scheme-A points, then scheme-B nose tip and
-bottom lip). :mod:`fkd.registry` says which file and loader builds each model's function.
+the extended layout of :mod:`fkd.core.keypoints` (15 scheme-A points, then scheme-B nose tip and
+bottom lip). :mod:`fkd.models.registry` says which file and loader builds each model's function.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.errors import ModelFileError
-from fkd.keypoints import EXTENDED_NAMES, flip_coords
-from fkd.registry import ENSEMBLE_FILE, MODELS, ModelFn, check_model_names
+from fkd.core.errors import ModelFileError
+from fkd.core.keypoints import EXTENDED_NAMES, flip_coords
+from fkd.models.registry import ENSEMBLE_FILE, MODELS, ModelFn, check_model_names
 
 
 def flip_average(direct: np.ndarray, mirrored: np.ndarray, width: int = 96) -> np.ndarray:
@@ -32,8 +32,8 @@ def with_flip_tta(model_fn: ModelFn) -> ModelFn:
 
 def ensemble(model_fns: list[ModelFn], weights) -> ModelFn:
     """Weighted mean of several model functions: ``weights`` (M,) per model or (M, 17) per keypoint
-    (see :func:`fkd.ensemble.combine`)."""
-    from fkd.ensemble import combine
+    (see :func:`fkd.evaluation.ensemble.combine`)."""
+    from fkd.evaluation.ensemble import combine
 
     w = np.asarray(weights, dtype=np.float64)
 
@@ -48,7 +48,7 @@ def ensemble_weights(p, models_dir: str | Path = "models") -> np.ndarray:
     fixed ones of params, normalised to sum to 1."""
     check_model_names(p.members, "ensemble.members")
     if p.weights == "fitted":
-        from fkd.ensemble import load_weights
+        from fkd.evaluation.ensemble import load_weights
 
         path = Path(models_dir) / ENSEMBLE_FILE
         if not path.exists():
@@ -60,9 +60,9 @@ def ensemble_weights(p, models_dir: str | Path = "models") -> np.ndarray:
 
 
 def load_model_fn(kind: str, models_dir: str | Path = "models", fold: int = 0) -> ModelFn:
-    """The model function of fold ``fold``'s model ``kind`` (a :data:`fkd.registry.MODELS` name) in ``models_dir``.
+    """The model function of fold ``fold``'s model ``kind`` (a :data:`fkd.models.registry.MODELS` name) in ``models_dir``.
 
-    Raises :class:`fkd.errors.ModelFileError` when the file is not there, or is there but cannot be loaded (the
+    Raises :class:`fkd.core.errors.ModelFileError` when the file is not there, or is there but cannot be loaded (the
     loader's exception chained).
     """
     check_model_names(kind, "model")

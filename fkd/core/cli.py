@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from fkd.errors import FkdError
+from fkd.core.errors import FkdError
 
 log = logging.getLogger("fkd")
 
@@ -34,7 +34,7 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
 
 def interrupted_message(main: Callable) -> str:
     """What Ctrl-C left. Outputs are written through a temporary file or folder (a training stage's metrics
-    folder whole, :func:`fkd.io.staged_dir`), so a stage run by itself leaves those it had not finished as
+    folder whole, :func:`fkd.core.io.staged_dir`), so a stage run by itself leaves those it had not finished as
     they were; ``dvc repro`` (which sets DVC_STAGE) removed the stage's outputs before running it."""
     stage = os.environ.get("DVC_STAGE")
     if stage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fkd.schema import Fraction, LearningRate, NonNegative, Positive, Range, Seed, Threads
+from fkd.core.schema import Fraction, LearningRate, NonNegative, Positive, Range, Seed, Threads
 
 
 @dataclass(frozen=True)

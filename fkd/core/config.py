@@ -1,14 +1,15 @@
 """params.yaml -> typed, frozen config objects, one section at a time (:func:`load_params`).
 
-The pipeline's own sections are declared here, each model's in its folder (``fkd/models/<name>/params.py``,
+The pipeline's own sections are declared here, each model's in its folder (``Params`` of ``fkd/models/<name>/``,
 imported by name only when that section is loaded, so a data stage imports no model code); how a section is
-declared and checked is :mod:`fkd.schema`.
+declared and checked is :mod:`fkd.core.schema`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import importlib
+import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from fkd.schema import (Count, Fraction, Length, NonNegative, ParamsError, Positive, PositiveSum, Range, Seed,  # noqa: F401
+from fkd.core.schema import (Count, Fraction, Length, NonNegative, ParamsError, Positive, PositiveSum, Range, Seed,  # noqa: F401
                         build, name_or, rule_error, to_dict)
 
 
@@ -26,7 +27,7 @@ class DataParams:
     path: str  # local source: the competition zip, or a folder with the unpacked files
     competition: str
     # How far right (px) of the features they mark the labels sit: auto (estimated by the split stage) or a number.
-    label_offset_x: name_or(Literal["auto"], Annotated[float, Range(ge=-4, le=4)])  # fkd/label_offset.py says why
+    label_offset_x: name_or(Literal["auto"], Annotated[float, Range(ge=-4, le=4)])  # fkd/core/label_offset.py says why
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class EnsembleParams:
-    members: Annotated[tuple[str, ...], Length(min=1)]  # model names of fkd.registry, checked where they are used
+    members: Annotated[tuple[str, ...], Length(min=1)]  # model names of fkd.models.registry, checked where they are used
     weights: name_or(Literal["fitted"], Annotated[tuple[NonNegative, ...], PositiveSum()])  # fitted, or one per member
     per_keypoint: bool  # fitted: one weight vector per keypoint instead of one per model
 
@@ -76,15 +77,16 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class SubmitParams:
-    model: str  # a model name of fkd.registry, or ensemble; checked where it is used
+    model: str  # a model name of fkd.models.registry, or ensemble; checked where it is used
     tta_flip: bool
     upload: bool
     message: str
 
 
-#: The models' sections, one per model of :data:`fkd.registry.MODELS` (tests/test_params_sections.py checks it), named
-#: here so that loading params imports no registry (whose loaders import every model's code).
-MODEL_NAMES: tuple[str, ...] = ("resnet", "heatmap", "cnn")
+#: The models' sections: one per folder of fkd/models/ (a model's contract, :mod:`fkd.models.registry`), found by
+#: their names alone, so that loading params imports no model code.
+MODEL_NAMES: tuple[str, ...] = tuple(sorted(
+    m.name for m in pkgutil.iter_modules([str(Path(__file__).resolve().parents[1] / "models")]) if m.ispkg))
 #: The pipeline's own sections; with the models' in params.yaml's order.
 PIPELINE_SECTIONS = {"data": DataParams, "synthetic": SyntheticParams, "split": SplitParams,
                      "ensemble": EnsembleParams, "evaluate": EvaluateParams, "submit": SubmitParams}
@@ -92,11 +94,11 @@ SECTIONS: tuple[str, ...] = ("data", "synthetic", "split", *MODEL_NAMES, "ensemb
 
 
 def section_class(name: str) -> type:
-    """The dataclass of section ``name``: a model's is ``SECTION`` of ``fkd.models.<name>.params`` (imported only now)."""
+    """The dataclass of section ``name``: a model's is ``Params`` of ``fkd.models.<name>`` (imported only now)."""
     if name in PIPELINE_SECTIONS:
         return PIPELINE_SECTIONS[name]
     if name in MODEL_NAMES:
-        return importlib.import_module(f"fkd.models.{name}.params").SECTION
+        return importlib.import_module(f"fkd.models.{name}").Params
     raise ValueError(f"no params section {name!r}")  # a bug in the caller, not in params.yaml
 
 

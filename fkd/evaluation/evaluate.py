@@ -1,6 +1,6 @@
 """Validation metrics of the trained models, their ensemble and a mean-shape baseline.
 
-Every row is scored in its own marking scheme (see :mod:`fkd.keypoints`): the targets are
+Every row is scored in its own marking scheme (see :mod:`fkd.core.keypoints`): the targets are
 ``to_extended(keypoints)`` (N, 34) and only finite targets count, so complete rows are compared
 with the scheme-A outputs and partial rows with the scheme-B nose tip and bottom lip.
 
@@ -28,17 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd.config import EnsembleParams, EvaluateParams
-from fkd.data import DataError, Part
-from fkd.ensemble import combine
-from fkd.errors import FkdError
-from fkd.inference import ModelFn, ensemble_weights, flip_average
-from fkd.io import atomic_path, save_json, staged_dir
-from fkd.keypoints import (EXTENDED_NAMES, N_COORDS, complete_mask, finite_rmse, from_extended, index, masked_rmse, to_extended,
+from fkd.core.config import EnsembleParams, EvaluateParams
+from fkd.core.data import DataError, Part
+from fkd.evaluation.ensemble import combine
+from fkd.core.errors import FkdError
+from fkd.evaluation.inference import ModelFn, ensemble_weights, flip_average
+from fkd.core.io import atomic_path, save_json, staged_dir
+from fkd.core.keypoints import (EXTENDED_NAMES, N_COORDS, complete_mask, finite_rmse, from_extended, index, masked_rmse, to_extended,
                            widen_to_extended)
-from fkd.registry import MODEL_NAMES, check_predictions
+from fkd.models.registry import MODEL_NAMES, check_predictions
 
-log = logging.getLogger("fkd.evaluate")
+log = logging.getLogger("fkd.evaluation.evaluate")
 
 #: The keys of every metrics file, in the order they are written.
 METRIC_KEYS: tuple[str, ...] = ("rmse", "rmse_complete", "rmse_partial", "mae", "nme", "pck_05", "pck_10")
@@ -197,10 +197,10 @@ def variant_predictions(base: dict[str, dict[str, np.ndarray]], keypoints: np.nd
     each model, ``<model>_tta`` with flip TTA, and ``ensemble``/``ensemble_tta`` when every member of
     ``p.members`` is among them.
 
-    With ``p.weights: fitted`` the ensemble's weights are fitted on these rows (:func:`fkd.ensemble.fit_weights`,
+    With ``p.weights: fitted`` the ensemble's weights are fitted on these rows (:func:`fkd.evaluation.ensemble.fit_weights`,
     on the TTA predictions when ``tta_flip``, as submit uses them) and its scored predictions are the
     cross-fitted ones (each fold combined with weights fitted on the other folds), so its metrics stay honest.
-    Returns the predictions and, when fitted, ``{"members", "weights", ...}`` for :func:`fkd.ensemble.save_weights`.
+    Returns the predictions and, when fitted, ``{"members", "weights", ...}`` for :func:`fkd.evaluation.ensemble.save_weights`.
     """
     variants = {name: pred["direct"] for name, pred in base.items()}
     if tta_flip:
@@ -209,7 +209,7 @@ def variant_predictions(base: dict[str, dict[str, np.ndarray]], keypoints: np.nd
     if all(m in base for m in p.members):
         kinds = ["direct", "tta"] if tta_flip else ["direct"]
         if p.weights == "fitted":
-            from fkd.ensemble import cross_fitted, fit_weights
+            from fkd.evaluation.ensemble import cross_fitted, fit_weights
 
             used = "tta" if tta_flip else "direct"
             members, targets = [base[m][used] for m in p.members], to_extended(keypoints)
@@ -306,9 +306,9 @@ def write_outputs(results: dict[str, VariantResult], val: Part, p: EvaluateParam
     """Write ``metrics_dir/<variant>.json`` and, under ``plots_dir``, ``per_keypoint/<variant>.csv``,
     ``faces/<model>.png`` (validation faces, true vs predicted) and ``error_histogram.png``.
 
-    Each folder is built aside and swapped in whole (:func:`fkd.io.staged_dir`), so no stale variant survives a re-run.
+    Each folder is built aside and swapped in whole (:func:`fkd.core.io.staged_dir`), so no stale variant survives a re-run.
     """
-    from fkd import plots
+    from fkd.evaluation import plots
 
     metrics_dir, plots_dir = Path(metrics_dir), Path(plots_dir)
     with staged_dir(metrics_dir) as staged_metrics, staged_dir(plots_dir) as staged_plots:

@@ -4,7 +4,7 @@ unknown keys refused; every float finite) in :func:`build`.
 
 A :class:`pydantic.ValidationError` becomes one :class:`ParamsError` line naming the dotted key (``resnet.widths[1]``).
 Rules that tie two keys together are a dataclass's ``__post_init__`` raising :func:`rule_error`. The sections
-themselves live with what they configure (:mod:`fkd.config`, each model's ``params.py``).
+themselves live with what they configure (:mod:`fkd.core.config`, each model's ``params.py``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pydantic
 from pydantic import ConfigDict, Discriminator, Tag, TypeAdapter, with_config
 from pydantic_core import PydanticCustomError, core_schema
 
-from fkd.errors import FkdError
+from fkd.core.errors import FkdError
 
 #: Every section's validation: strict types, no unknown keys, finite floats.
 CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -180,7 +180,7 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
 
 def _as_written(obj: Any, raw: Any) -> Any:
     """``obj`` with each Literal field's value as written (pydantic matches ``34.0`` to ``Literal[34]`` and gives 34; the
-    hand-written checker kept 34.0, which a network then refuses: fkd.torch_nn says "does not build")."""
+    hand-written checker kept 34.0, which a network then refuses: fkd.nn.torch_nn says "does not build")."""
     changes = {}
     for name, tp in typing.get_type_hints(type(obj), include_extras=True).items():
         value, written = getattr(obj, name), raw[name]

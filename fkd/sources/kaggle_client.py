@@ -1,6 +1,6 @@
 """The official Kaggle client (kaggle 2.x), wrapped: downloads and submissions with one clear error line.
 
-Failures become :class:`fkd.cli.StageError` that say what to do: no credentials (where
+Failures become :class:`fkd.core.cli.StageError` that say what to do: no credentials (where
 ``kaggle.json`` goes, or which variables to set), 401 (a rejected key), 403 (accept the
 competition's rules), no network. Credentials never reach the log: the client's verbose mode,
 which prints request headers, is switched off, and whatever the client prints is logged with
@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from fkd.cli import StageError
+from fkd.core.cli import StageError
 
 log = logging.getLogger("fkd.kaggle")
 

@@ -11,13 +11,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fkd.augment import augment_batch
-from fkd.data import Part
-from fkd.keypoints import training_targets
-from fkd.schema import ParamsError
-from fkd.torch_nn import CENTRE, masked_mse, save_checkpoint, to_pixels
-from fkd.torch_params import TorchTrainParams
-from fkd.train_result import TrainResult, bf16_here, cpu_threads
+from fkd.nn.augment import augment_batch
+from fkd.core.data import Part
+from fkd.core.keypoints import training_targets
+from fkd.core.schema import ParamsError
+from fkd.nn.torch_nn import CENTRE, masked_mse, save_checkpoint, to_pixels
+from fkd.nn.torch_params import TorchTrainParams
+from fkd.nn.train_result import TrainResult, bf16_here, cpu_threads
 
 log = logging.getLogger("fkd.train_torch")
 
@@ -36,7 +36,7 @@ def pick_device(name: str, key: str) -> torch.device:
 
 
 def use_bf16(p: TorchTrainParams, device: torch.device) -> bool:
-    """Whether to train in bfloat16 autocast: ``bf16`` on CUDA, ``cpu_bf16`` on a CPU of :func:`fkd.train_result.bf16_here`."""
+    """Whether to train in bfloat16 autocast: ``bf16`` on CUDA, ``cpu_bf16`` on a CPU of :func:`fkd.nn.train_result.bf16_here`."""
     if device.type == "cuda":
         return p.bf16
     return device.type == "cpu" and bf16_here(p.cpu_bf16, True, "cpu_bf16")
@@ -94,8 +94,8 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
 def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
                 model_path: str | Path, live=None) -> TrainResult:
     """Train the network ``build(config)`` (``config``: its architecture dict, saved with it) on ``train``, early-stop on ``val`` RMSE, and save
-    the best epoch's weights to ``model_path`` as safetensors (:func:`fkd.torch_nn.save_checkpoint`; once, at the end; nothing is
-    written if no epoch gave a finite val RMSE: :class:`fkd.train_result.TrainingError`).
+    the best epoch's weights to ``model_path`` as safetensors (:func:`fkd.nn.torch_nn.save_checkpoint`; once, at the end; nothing is
+    written if no epoch gave a finite val RMSE: :class:`fkd.nn.train_result.TrainingError`).
 
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
     """

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fkd.errors import ModelFileError
-from fkd.io import save_bytes
-from fkd.keypoints import N_COORDS, widen_to_extended
-from fkd.schema import ParamsError, Range, build as build_section, to_dict
+from fkd.core.errors import ModelFileError
+from fkd.core.io import save_bytes
+from fkd.core.keypoints import N_COORDS, widen_to_extended
+from fkd.core.schema import ParamsError, Range, build as build_section, to_dict
 
 #: Coordinates are trained as (xy - CENTRE) / CENTRE when targets are normalised.
 CENTRE = 48.0
@@ -66,14 +66,14 @@ def read_checkpoint(path: str | Path, arch: str, schema: type, build: Callable[[
     """The architecture dict and tensors of a file saved by :func:`save_checkpoint` for architecture ``arch``.
 
     Nothing in the file runs: it is read as safetensors only (a pickled ``torch.save`` checkpoint is refused), its
-    config must pass ``schema`` (the network's :class:`fkd.schema` dataclass, with bounds) and its tensors must be
+    config must pass ``schema`` (the network's :class:`fkd.core.schema` dataclass, with bounds) and its tensors must be
     exactly those of ``build(config)`` (checked on the meta device, so a config never allocates more than the file
     holds). Anything else is a one-line :class:`ModelFileError` naming the file.
     """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    retrain = f"`dvc repro train_{arch}@{path.stem}`" if path.stem.isdigit() and path.parent.name == arch else "`dvc repro`"
+    retrain = f"`dvc repro train@{arch}-{path.stem}`" if path.stem.isdigit() and path.parent.name == arch else "`dvc repro`"
 
     def refuse(why: str) -> ModelFileError:
         return ModelFileError(f"{path}: cannot load the {arch} model ({why}); retrain it with {retrain} (or fetch it with `dvc pull`)")
@@ -126,7 +126,7 @@ def read_checkpoint(path: str | Path, arch: str, schema: type, build: Callable[[
 
 def load_checkpoint_fn(path: str | Path, arch: str, schema: type, build: Callable[[dict], nn.Module], device: str = "cpu",
                        batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a file saved by :func:`fkd.torch_train.train_torch`
+    """Model function (uint8 (N, 96, 96) -> float (N, 34) pixels) of a file saved by :func:`fkd.nn.torch_train.train_torch`
     for architecture ``arch`` (read and checked by :func:`read_checkpoint`), its network made by ``build(config)``."""
     config, state = read_checkpoint(path, arch, schema, build)
     with torch.device("meta"):

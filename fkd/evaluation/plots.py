@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fkd.io import atomic_path
+from fkd.core.io import atomic_path
 
 GRID_COLUMNS = 4
 TRUE_STYLE = dict(marker="o", s=22, facecolors="none", edgecolors="lime", linewidths=1.2)

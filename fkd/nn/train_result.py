@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fkd.errors import TrainingError
-from fkd.io import staged_dir
+from fkd.core.errors import TrainingError
+from fkd.core.io import staged_dir
 
 log = logging.getLogger("fkd.train")
 
@@ -34,7 +34,7 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     device: str
-    precision: str  # fp32, or bf16: bfloat16 compute (torch autocast, fkd.torch_train.use_bf16; Keras mixed_bfloat16)
+    precision: str  # fp32, or bf16: bfloat16 compute (torch autocast, fkd.nn.torch_train.use_bf16; Keras mixed_bfloat16)
 
     def metrics(self) -> dict:
         """The reproducible figures (DVC metrics)."""
@@ -75,11 +75,11 @@ def run_training(train_fn, split_dir: str | Path, fold: int, metrics_dir: str | 
     dvclive logging into ``metrics_dir``, the result recorded there (:func:`record`) and summed up in the log.
 
     dvclive writes into a staging folder that replaces ``metrics_dir`` only when training finished
-    (:func:`fkd.io.staged_dir`): a run that fails or is interrupted leaves the previous metrics and curves.
+    (:func:`fkd.core.io.staged_dir`): a run that fails or is interrupted leaves the previous metrics and curves.
     """
     from dvclive import Live
 
-    from fkd.data import load_fold
+    from fkd.core.data import load_fold
 
     with staged_dir(metrics_dir) as staged:
         with Live(str(staged), dvcyaml=None, save_dvc_exp=False, report=None) as live:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fkd.keypoints import COLUMNS, KEYPOINT_NAMES, PARTIAL_KEYPOINTS, index
+from fkd.core.keypoints import COLUMNS, KEYPOINT_NAMES, PARTIAL_KEYPOINTS, index
 
 SIZE = 96
 #: Mean keypoint positions of Kaggle's complete rows (pixels, subject's left on image right).
