@@ -24,10 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import save_benchmark  # noqa: E402
-from fkd import faces  # noqa: E402
 from fkd.core.config import MODEL_NAMES  # noqa: E402
 from fkd.core.data import load_fold  # noqa: E402
 from fkd.core.keypoints import N_EXTENDED, index, to_extended  # noqa: E402
+from fkd.predict import chain, detect, geometry, images  # noqa: E402
 
 LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
 #: skimage.data images without human faces, used as canvas backgrounds (the coins bear small heads:
@@ -38,7 +38,7 @@ BACKGROUNDS = ("brick", "grass", "gravel", "coffee", "rocket", "coins", "moon", 
 def backgrounds() -> list[np.ndarray]:
     from skimage import data
 
-    return [faces.to_gray(getattr(data, name)()) for name in BACKGROUNDS]
+    return [images.to_gray(getattr(data, name)()) for name in BACKGROUNDS]
 
 
 def make_canvas(face: np.ndarray, points: np.ndarray, bgs: list[np.ndarray], rng: np.random.Generator, size=(512, 640)):
@@ -58,15 +58,15 @@ def make_canvas(face: np.ndarray, points: np.ndarray, bgs: list[np.ndarray], rng
     scale, angle = rng.uniform(2.0, 4.0), np.deg2rad(rng.uniform(-20.0, 20.0))
     half = scale * 96 / 2 * (abs(np.cos(angle)) + abs(np.sin(angle)))
     centre = (rng.uniform(half, w - half), rng.uniform(half, h - half))
-    to_canvas = faces.similarity((47.5, 47.5), centre, scale, angle)
-    back = AffineTransform(matrix=np.vstack([faces.invert(to_canvas), [0, 0, 1]]))
+    to_canvas = geometry.similarity((47.5, 47.5), centre, scale, angle)
+    back = AffineTransform(matrix=np.vstack([geometry.invert(to_canvas), [0, 0, 1]]))
     pasted = warp(face / 255.0, back, output_shape=size, order=1, mode="constant", cval=0.0)
     alpha = warp(np.ones((96, 96)), back, output_shape=size, order=1, mode="constant", cval=0.0)
     canvas = alpha * pasted + (1 - alpha) * canvas
-    return np.round(canvas * 255).astype(np.uint8), faces.apply(to_canvas, points)
+    return np.round(canvas * 255).astype(np.uint8), geometry.apply(to_canvas, points)
 
 
-def matching_box(boxes: list[faces.Box], truth: np.ndarray) -> faces.Box | None:
+def matching_box(boxes: list[geometry.Box], truth: np.ndarray) -> geometry.Box | None:
     """The largest box holding both true eye centres and 1-5 eye distances wide (None: face missed)."""
     eye_distance = np.hypot(*(truth[LEFT] - truth[RIGHT]))
     for box in boxes:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--oracle", action="store_true", help="predict the true keypoints of each crop (checks the geometry)")
     ap.add_argument("--models", default="models")
     ap.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation (default: params submit.tta_flip)")
-    ap.add_argument("--detector", choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR)
+    ap.add_argument("--detector", choices=detect.DETECTORS, default=detect.DEFAULT_DETECTOR)
     ap.add_argument("--box-jitter", type=float, default=0.0,
                     help="move each detected box by up to this fraction of its width and scale it by up to 1 +- this (a loose hand-drawn box)")
     ap.add_argument("--calibrate", action="store_true", help="print where the eyes sit in the detector's boxes")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     for face_i, truth in zip(order, truth_ext):
         canvas, moved = make_canvas(part.images[face_i], truth, bgs, rng)
         t0 = time.perf_counter()
-        boxes = faces.detect_faces(faces.to_gray(canvas), args.detector)
+        boxes = detect.detect_faces(images.to_gray(canvas), args.detector)
         det_time += time.perf_counter() - t0
         box = matching_box(boxes, moved)
         false_boxes += len(boxes) - (box is not None)
@@ -147,14 +147,14 @@ def main(argv: list[str] | None = None) -> None:
             j = args.box_jitter
             side = box.w * jitter_rng.uniform(1 - j, 1 + j)
             cx, cy = box.centre + jitter_rng.uniform(-j, j, size=2) * box.w
-            box = faces.Box(cx - side / 2 + 0.5, cy - side / 2 + 0.5, side, side, box.angle)
-        eyes = faces.apply(faces.box_matrix(box, args.detector), moved[[LEFT, RIGHT]])
+            box = geometry.Box(cx - side / 2 + 0.5, cy - side / 2 + 0.5, side, side, box.angle)
+        eyes = geometry.apply(detect.box_matrix(box, args.detector), moved[[LEFT, RIGHT]])
         framing.append(np.hypot(*(eyes - [[66.0, 38.0], [30.0, 38.0]]).T).mean())
         if args.oracle:
-            predict = lambda crops, matrices, moved=moved: np.stack([faces.apply(m, moved) for m in matrices])  # noqa: E731
+            predict = lambda crops, matrices, moved=moved: np.stack([geometry.apply(m, moved) for m in matrices])  # noqa: E731
         else:
-            predict = faces.model_predictor(model_fn)
-        result = faces.locate_with(canvas, predict, boxes=[box], passes=3, detector=args.detector)[0]
+            predict = chain.model_predictor(model_fn)
+        result = chain.locate_with(canvas, predict, boxes=[box], passes=3, detector=args.detector)[0]
         errors.append([nme(scheme_points(p, moved), moved) for p in result.passes])
 
     n = len(order)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         med = np.median(calib, axis=0)
         spread = np.percentile(calib, 75, axis=0) - np.percentile(calib, 25, axis=0)
         print(f"{args.detector} box calibration (median over {len(calib)}): eye dx {med[0]:+.3f} w, eye dy {med[1]:+.3f} h, "
-              f"eye distance {med[2]:.3f} w; interquartile ranges {spread.round(3).tolist()} (in use: {faces.BOX_EYES[args.detector]})")
+              f"eye distance {med[2]:.3f} w; interquartile ranges {spread.round(3).tolist()} (in use: {detect.BOX_EYES[args.detector]})")
     if framing:
         print(f"first crop: true eye centres {np.mean(framing):.2f} px (mean, in 96x96 crop pixels) from the training framing"
               + (f" (boxes jittered by {args.box_jitter})" if args.box_jitter else ""))

@@ -13,27 +13,27 @@ from PIL import Image
 from skimage import data
 from skimage.transform import AffineTransform, warp
 
-from fkd import faces
 from fkd.core.keypoints import COLUMNS, N_EXTENDED, index, to_extended
-from fkd.predict import CSV_COLUMNS, CSV_NAME
+from fkd.predict import chain, detect, geometry, images
+from fkd.predict.table import CSV_COLUMNS, CSV_NAME
 from fkd.sources.synthetic import draw_face
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_OPENCV = importlib.util.find_spec("cv2") is not None
 #: The command's detector in these tests: the default needs OpenCV, scikit-image's always runs.
-CLI_DETECTOR = faces.DEFAULT_DETECTOR if HAS_OPENCV or faces.DEFAULT_DETECTOR != "haar" else "lbp"
+CLI_DETECTOR = detect.DEFAULT_DETECTOR if HAS_OPENCV or detect.DEFAULT_DETECTOR != "haar" else "lbp"
 LEFT, RIGHT = index("left_eye_center"), index("right_eye_center")
 ASTRONAUT_FACE = (224.0, 115.0)  # between her eyes and nose, skimage.data.astronaut() pixels
 
 
 def place_face(face: np.ndarray, points: np.ndarray, canvas_shape, centre, scale, angle_deg, rng):
     """Draw a 96x96 face into a noisy canvas by a similarity; returns the canvas and the points moved along."""
-    to_canvas = faces.similarity((47.5, 47.5), centre, scale, np.deg2rad(angle_deg))
-    back = AffineTransform(matrix=np.vstack([faces.invert(to_canvas), [0, 0, 1]]))
+    to_canvas = geometry.similarity((47.5, 47.5), centre, scale, np.deg2rad(angle_deg))
+    back = AffineTransform(matrix=np.vstack([geometry.invert(to_canvas), [0, 0, 1]]))
     background = rng.uniform(0.2, 0.8) + rng.normal(0, 0.05, canvas_shape)
     pasted = warp(face / 255.0, back, output_shape=canvas_shape, order=1, mode="constant", cval=np.nan)
     canvas = np.where(np.isnan(pasted), background, pasted)
-    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8), faces.apply(to_canvas, points)
+    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8), geometry.apply(to_canvas, points)
 
 
 def oracle(canvas_points: np.ndarray):
@@ -43,7 +43,7 @@ def oracle(canvas_points: np.ndarray):
     def predict(crops: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         assert crops.shape == (len(matrices), 96, 96) and crops.dtype == np.uint8
         calls.append(matrices.copy())
-        return np.stack([faces.apply(m, canvas_points).reshape(-1) for m in matrices])
+        return np.stack([geometry.apply(m, canvas_points).reshape(-1) for m in matrices])
 
     predict.calls = calls
     return predict
@@ -59,28 +59,28 @@ def test_crop_samples_the_photo_where_the_matrix_says(scale, angle):
     ys, xs = np.mgrid[0:200, 0:260]
     sigma = 3.0 / scale  # about 3 crop pixels wide
     photo = np.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / (2 * sigma**2))
-    matrix = faces.similarity(point + [7.0, -5.0], (45.0, 50.0), scale, np.deg2rad(angle))
-    crop = faces.crop_face(photo, matrix).astype(np.float64)
+    matrix = geometry.similarity(point + [7.0, -5.0], (45.0, 50.0), scale, np.deg2rad(angle))
+    crop = geometry.crop_face(photo, matrix).astype(np.float64)
     weights = np.clip(crop - 20, 0, None)
     cy, cx = np.mgrid[0:96, 0:96]
     centroid = np.array([(weights * cx).sum(), (weights * cy).sum()]) / weights.sum()
-    np.testing.assert_allclose(centroid, faces.apply(matrix, point), atol=0.15)
+    np.testing.assert_allclose(centroid, geometry.apply(matrix, point), atol=0.15)
 
 
 def test_inverse_and_frame_matrices():
-    m = faces.similarity((10.0, 20.0), (48.0, 38.0), 0.4, 0.3)
+    m = geometry.similarity((10.0, 20.0), (48.0, 38.0), 0.4, 0.3)
     pts = np.array([[1.0, 2.0], [300.0, -4.0]])
-    np.testing.assert_allclose(faces.apply(faces.invert(m), faces.apply(m, pts)), pts, atol=1e-9)
-    np.testing.assert_allclose(faces.frame_matrix(faces.Box(0, 0, 96, 96)), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    np.testing.assert_allclose(geometry.apply(geometry.invert(m), geometry.apply(m, pts)), pts, atol=1e-9)
+    np.testing.assert_allclose(geometry.frame_matrix(geometry.Box(0, 0, 96, 96)), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
     # a 192x192 face: pixel edges -0.5 and 191.5 go to the crop's edges -0.5 and 95.5
-    doubled = faces.frame_matrix(faces.Box(0, 0, 192, 192))
-    np.testing.assert_allclose(faces.apply(doubled, np.array([[-0.5, -0.5], [191.5, 191.5]])), [[-0.5, -0.5], [95.5, 95.5]])
+    doubled = geometry.frame_matrix(geometry.Box(0, 0, 192, 192))
+    np.testing.assert_allclose(geometry.apply(doubled, np.array([[-0.5, -0.5], [191.5, 191.5]])), [[-0.5, -0.5], [95.5, 95.5]])
 
 
 def test_eyes_matrix_levels_the_eyes_at_the_training_framing():
     left, right = np.array([300.0, 180.0]), np.array([220.0, 240.0])  # tilted 37 degrees, 100 px apart
-    m = faces.eyes_matrix(left, right)
-    np.testing.assert_allclose(faces.apply(m, np.stack([left, right])), [[66.0, 38.0], [30.0, 38.0]], atol=1e-9)
+    m = geometry.eyes_matrix(left, right)
+    np.testing.assert_allclose(geometry.apply(m, np.stack([left, right])), [[66.0, 38.0], [30.0, 38.0]], atol=1e-9)
 
 
 # --- the chain with an oracle --------------------------------------------------------------
@@ -100,16 +100,16 @@ def test_chain_returns_the_canvas_keypoints(canvas_shape, centre, scale, angle, 
     points = to_extended(keypoints[None])[0].reshape(N_EXTENDED, 2)  # scheme-B outputs stay NaN
     canvas, truth = place_face(face, points, canvas_shape, centre, scale, angle, rng)
     side = 96 * scale * 0.85 * box_error[2]
-    box = faces.Box(centre[0] - side / 2 + box_error[0], centre[1] - side / 2 + box_error[1], side, side)
+    box = geometry.Box(centre[0] - side / 2 + box_error[0], centre[1] - side / 2 + box_error[1], side, side)
     predict = oracle(truth)
 
-    (result,) = faces.locate_with(canvas, predict, boxes=[box], passes=2)
+    (result,) = chain.locate_with(canvas, predict, boxes=[box], passes=2)
 
     assert len(predict.calls) == 2
     np.testing.assert_allclose(result.points[:15], truth[:15], atol=0.5)
     np.testing.assert_allclose(result.keypoints, truth[:15].reshape(-1), atol=0.5)
     # the second crop is framed like the training faces: eyes level, 36 px apart, midpoint (48, 38)
-    eyes = faces.apply(result.matrix, truth[[LEFT, RIGHT]])
+    eyes = geometry.apply(result.matrix, truth[[LEFT, RIGHT]])
     np.testing.assert_allclose(eyes, [[66.0, 38.0], [30.0, 38.0]], atol=0.5)
     # and the crop shows the face there: the synthetic face's dark pupils sit on the eye centres
     for x, y in np.round(eyes).astype(int):
@@ -121,8 +121,8 @@ def test_one_pass_maps_back_through_the_box_crop():
     face, keypoints = draw_face(rng)
     canvas, truth = place_face(face, keypoints.reshape(15, 2), (200, 200), (100.0, 100.0), 1.5, 10.0, rng)
     predict = oracle(np.vstack([truth, np.full((2, 2), np.nan)]))
-    (result,) = faces.locate_with(canvas, predict, boxes=[faces.Box(40, 40, 120, 120)], passes=1)
-    np.testing.assert_allclose(result.matrix, faces.box_matrix(faces.Box(40, 40, 120, 120)))
+    (result,) = chain.locate_with(canvas, predict, boxes=[geometry.Box(40, 40, 120, 120)], passes=1)
+    np.testing.assert_allclose(result.matrix, detect.box_matrix(geometry.Box(40, 40, 120, 120)))
     np.testing.assert_allclose(result.points[:15], truth, atol=1e-6)
 
 
@@ -137,23 +137,23 @@ def test_a_batch_of_photos_gives_what_each_photo_gives():
     for angle in (0.0, 12.0):
         face, keypoints = draw_face(rng)
         photos.append(place_face(face, keypoints.reshape(15, 2), (160, 200), (100.0, 80.0), 1.2, angle, rng)[0])
-    boxes = [[faces.Box(40, 20, 110, 110)], [faces.Box(45, 25, 100, 100), faces.Box(10, 10, 60, 60)]]
-    batch = faces.locate_batch(photos, by_pixels, boxes)
+    boxes = [[geometry.Box(40, 20, 110, 110)], [geometry.Box(45, 25, 100, 100), geometry.Box(10, 10, 60, 60)]]
+    batch = chain.locate_batch(photos, by_pixels, boxes)
     assert [len(r) for r in batch] == [1, 2]
     for photo, photo_boxes, results in zip(photos, boxes, batch):
-        alone = faces.locate_with(photo, by_pixels, boxes=photo_boxes)
+        alone = chain.locate_with(photo, by_pixels, boxes=photo_boxes)
         for a, b in zip(alone, results):
             np.testing.assert_allclose(a.points, b.points)
 
 
 def test_gray_and_rgba_photos():
     rgb = data.astronaut()
-    gray = faces.to_gray(rgb)
+    gray = images.to_gray(rgb)
     assert gray.shape == rgb.shape[:2] and 0 <= gray.min() and gray.max() <= 1
-    np.testing.assert_allclose(faces.to_gray(np.round(gray * 255).astype(np.uint8)), gray, atol=1 / 255)
+    np.testing.assert_allclose(images.to_gray(np.round(gray * 255).astype(np.uint8)), gray, atol=1 / 255)
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     rgba[:10, :10, 3] = 0  # transparent corner: white, like a page
-    as_gray = faces.to_gray(rgba)
+    as_gray = images.to_gray(rgba)
     np.testing.assert_allclose(as_gray[10:], gray[10:])
     assert (as_gray[:10, :10] == 1.0).all()
 
@@ -166,31 +166,31 @@ def _finds_astronaut(boxes):
 
 
 def test_lbp_detector_finds_the_astronaut_and_nothing_in_a_blank_image():
-    assert _finds_astronaut(faces.detect_faces(faces.to_gray(data.astronaut()), "lbp"))
-    assert faces.detect_faces(np.full((240, 320), 0.5), "lbp") == []
+    assert _finds_astronaut(detect.detect_faces(images.to_gray(data.astronaut()), "lbp"))
+    assert detect.detect_faces(np.full((240, 320), 0.5), "lbp") == []
 
 
 def test_a_tilted_face_is_found_on_the_turned_photo_and_cropped_upright():
-    upright = faces.to_gray(data.astronaut())
-    tilted, to_tilted = faces._turned(upright, 22.0)  # her head leans 22 degrees
-    face = faces.apply(to_tilted, np.array(ASTRONAUT_FACE))
-    (box,) = [b for b in faces.detect_faces(tilted, "lbp") if np.hypot(*(b.centre - face)) < 30]
+    upright = images.to_gray(data.astronaut())
+    tilted, to_tilted = detect._turned(upright, 22.0)  # her head leans 22 degrees
+    face = geometry.apply(to_tilted, np.array(ASTRONAUT_FACE))
+    (box,) = [b for b in detect.detect_faces(tilted, "lbp") if np.hypot(*(b.centre - face)) < 30]
     assert box.angle == -20.0  # turning the photo back by 20 degrees made her upright
     # its first crop matches the crop of the upright photo at the same place
-    crop = faces.crop_face(tilted, faces.box_matrix(box, "lbp")).astype(float)
-    same_place = faces.box_matrix(box, "lbp") @ np.vstack([to_tilted, [0, 0, 1]])
+    crop = geometry.crop_face(tilted, detect.box_matrix(box, "lbp")).astype(float)
+    same_place = detect.box_matrix(box, "lbp") @ np.vstack([to_tilted, [0, 0, 1]])
     assert abs(np.degrees(np.arctan2(same_place[1, 0], same_place[0, 0])) - 2.0) < 1e-6  # upright but for 22 - 20 degrees
-    reference = faces.crop_face(upright, same_place).astype(float)
+    reference = geometry.crop_face(upright, same_place).astype(float)
     assert np.corrcoef(crop.ravel(), reference.ravel())[0, 1] > 0.95
-    level = faces.apply(faces.box_matrix(box, "lbp"), faces.box_corners(box))
+    level = geometry.apply(detect.box_matrix(box, "lbp"), geometry.box_corners(box))
     assert abs(level[0, 1] - level[1, 1]) < 1e-9  # the box's top edge is level in the crop
 
 
 def test_haar_detector_finds_only_the_astronaut():
     pytest.importorskip("cv2", reason="the haar detector needs opencv-python-headless 4.x")
-    boxes = faces.detect_faces(faces.to_gray(data.astronaut()), "haar")
+    boxes = detect.detect_faces(images.to_gray(data.astronaut()), "haar")
     assert len(boxes) == 1 and _finds_astronaut(boxes)
-    assert faces.detect_faces(np.full((240, 320), 0.5), "haar") == []
+    assert detect.detect_faces(np.full((240, 320), 0.5), "haar") == []
 
 
 def test_detected_duplicates_converge_to_one_face():
@@ -199,13 +199,13 @@ def test_detected_duplicates_converge_to_one_face():
     face, keypoints = draw_face(rng)
     points = to_extended(keypoints[None])[0].reshape(N_EXTENDED, 2)
     canvas, truth = place_face(face, points, (240, 240), (120.0, 120.0), 1.5, 5.0, rng)
-    boxes = [faces.Box(60, 60, 120, 120), faces.Box(70, 66, 100, 100, angle=20.0)]
-    results = faces.locate_with(canvas, oracle(truth), boxes=boxes, passes=2)  # boxes given by hand are all kept
+    boxes = [geometry.Box(60, 60, 120, 120), geometry.Box(70, 66, 100, 100, angle=20.0)]
+    results = chain.locate_with(canvas, oracle(truth), boxes=boxes, passes=2)  # boxes given by hand are all kept
     assert len(results) == 2
-    (kept,) = faces.distinct_faces(results)
+    (kept,) = chain.distinct_faces(results)
     assert kept is results[0]
-    other = faces.locate_with(canvas, oracle(truth + [80.0, 0.0]), boxes=boxes[:1], passes=2)
-    assert len(faces.distinct_faces(results[:1] + other)) == 2  # a face beside it stays
+    other = chain.locate_with(canvas, oracle(truth + [80.0, 0.0]), boxes=boxes[:1], passes=2)
+    assert len(chain.distinct_faces(results[:1] + other)) == 2  # a face beside it stays
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def predict_cli(*args, models: Path) -> subprocess.CompletedProcess:
 def predict_here(capsys, monkeypatch, *args, models: Path) -> subprocess.CompletedProcess:
     """The same command run in this process (no interpreter and torch start-up per call)."""
     from fkd.core.cli import run_stage
-    from fkd.predict import main
+    from fkd.predict.__main__ import main
 
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
@@ -253,7 +253,7 @@ def test_command_on_a_batch(tmp_path, tiny_models, capsys, monkeypatch):
     photos.mkdir()
     rgb = data.astronaut()
     Image.fromarray(rgb).save(photos / "a_rgb.png")
-    Image.fromarray(np.round(faces.to_gray(rgb) * 255).astype(np.uint8)).save(photos / "b_gray.png")
+    Image.fromarray(np.round(images.to_gray(rgb) * 255).astype(np.uint8)).save(photos / "b_gray.png")
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])).save(photos / "c_rgba.png")
     Image.fromarray(np.full((200, 300), 128, np.uint8)).save(photos / "d_blank.png")
     (photos / "e_broken.jpg").write_bytes(b"not a jpeg at all")
@@ -272,7 +272,7 @@ def test_command_on_a_batch(tmp_path, tiny_models, capsys, monkeypatch):
     for name in ("a_rgb.png", "b_gray.png", "c_rgba.png"):
         rows = by_image[name]
         assert rows["face"].tolist() == list(range(len(rows)))
-        boxes = [faces.Box(r.box_x, r.box_y, r.box_w, r.box_h) for r in rows.itertuples()]
+        boxes = [geometry.Box(r.box_x, r.box_y, r.box_w, r.box_h) for r in rows.itertuples()]
         assert _finds_astronaut(boxes), boxes
         assert np.isfinite(rows[list(COLUMNS)].to_numpy()).all()
     blank = by_image["d_blank.png"]
@@ -389,4 +389,4 @@ def test_junk_keras_file_is_a_model_file_error(tmp_path):
 @pytest.mark.parametrize("box", ["nan,0,10,10", "0,0,inf,10", "0,0,10"])
 def test_box_must_be_four_finite_numbers(box):
     with pytest.raises(ValueError, match="box"):
-        faces.Box.parse(box)
+        geometry.Box.parse(box)

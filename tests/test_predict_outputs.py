@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from fkd.predict import CSV_NAME
+from fkd.predict.table import CSV_NAME
 from tests.test_predict import predict_here, tiny_models  # noqa: F401  (tiny_models: the fixture)
 
 

@@ -1,6 +1,6 @@
 """Keypoints on any photo: ``python -m fkd.predict PHOTO_OR_FOLDER... [--model resnet|heatmap|cnn|ensemble] [--out DIR]``.
 
-Finds the faces (see fkd.faces), predicts the 15 keypoints with the trained models and writes,
+Finds the faces (see fkd.predict.chain), predicts the 15 keypoints with the trained models and writes,
 into ``--out``: one overlay PNG per photo (face box in yellow; the subject's left points in
 orange, right points in blue, centre points in green) and ``keypoints.csv`` for the whole run:
 ``image,face,box_x,box_y,box_w,box_h`` and training.csv's 30 keypoint columns, in the photo's
@@ -24,23 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fkd import faces
 from fkd.core.cli import StageError, run_stage
-from fkd.core.io import atomic_path
-from fkd.core.keypoints import COLUMNS, KEYPOINT_NAMES
 from fkd.models.registry import MODEL_NAMES
+from fkd.predict.chain import CropPredictor, FaceResult, locate_each, model_predictor
+from fkd.predict.detect import DEFAULT_DETECTOR, DETECT_MAX_SIDE, DETECTORS, check_detector
+from fkd.predict.geometry import CROP_SIZE, Box
+from fkd.predict.images import read_photo
+from fkd.predict.overlay import is_own_overlay, overlay_paths, save_overlay
+from fkd.predict.table import CSV_NAME, csv_rows, is_own_csv, write_csv
 
 log = logging.getLogger("fkd.predict")
 
-CSV_NAME = "keypoints.csv"
-CSV_COLUMNS = ("image", "face", "box_x", "box_y", "box_w", "box_h", *COLUMNS)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
-#: Overlay colours (RGB): face box, subject's left, subject's right, centre line.
-BOX_COLOUR, LEFT_COLOUR, RIGHT_COLOUR, CENTRE_COLOUR = (255, 221, 0), (255, 136, 0), (0, 160, 255), (0, 200, 90)
-#: Overlays are drawn at least this big (small faces are enlarged) and at most this big.
-OVERLAY_MIN_SIDE, OVERLAY_MAX_SIDE = 480, 2048
-#: The PNG text chunk that marks an overlay as this command's (PNG's standard "Software" keyword).
-OVERLAY_MARK = ("Software", "fkd.predict")
 #: A --box value that argparse would take for an option because it starts with "-": "-50,-50,100,100".
 _NEGATIVE_BOX = re.compile(r"-\.?\d.*,.*")
 
@@ -56,11 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="a face box in photo pixels instead of detection; repeat for several faces (applies to every photo)")
     ap.add_argument("--no-detect", action="store_true", help="each photo is already a face framed like Kaggle's 96x96 images: predict on it as it is")
     ap.add_argument("--no-refine", action="store_true", help="one pass on the detector's crop, no re-crop from the predicted eyes")
-    ap.add_argument("--detector", choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
-                    help=f"face detector: haar (OpenCV) or lbp (scikit-image) (default: {faces.DEFAULT_DETECTOR})")
+    ap.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                    help=f"face detector: haar (OpenCV) or lbp (scikit-image) (default: {DEFAULT_DETECTOR})")
     ap.add_argument("--batch", type=int, default=16, help="photos whose faces go through the model together (default 16)")
-    ap.add_argument("--detect-side", type=int, default=faces.DETECT_MAX_SIDE,
-                    help=f"longest side the photo is shrunk to for detection (default {faces.DETECT_MAX_SIDE}); "
+    ap.add_argument("--detect-side", type=int, default=DETECT_MAX_SIDE,
+                    help=f"longest side the photo is shrunk to for detection (default {DETECT_MAX_SIDE}); "
                          "raise it to find small faces in big photos (slower)")
     args = ap.parse_args(_attach_negative_boxes(argv))
     if args.box and args.no_detect:
@@ -87,9 +82,9 @@ def _attach_negative_boxes(argv: list[str]) -> list[str]:
     return out
 
 
-def _box(text: str) -> faces.Box:
+def _box(text: str) -> Box:
     try:
-        return faces.Box.parse(text)
+        return Box.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -118,38 +113,6 @@ def photo_paths(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def is_own_overlay(path: Path) -> bool:
-    """Whether ``path`` is an overlay PNG this command wrote (it carries :data:`OVERLAY_MARK`)."""
-    import warnings
-
-    from PIL import Image
-
-    if path.suffix.lower() != ".png" or not path.is_file():
-        return False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
-            with Image.open(path) as img:
-                return img.format == "PNG" and img.info.get(OVERLAY_MARK[0]) == OVERLAY_MARK[1]
-    except Exception:  # noqa: BLE001  unreadable: not ours (read_photo reports why)
-        return False
-
-
-def is_own_csv(path: Path) -> bool:
-    """Whether ``path`` is a keypoints.csv this command wrote (it starts with :data:`CSV_COLUMNS`'s header)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return fh.readline(64 * 1024).rstrip("\r\n") == ",".join(CSV_COLUMNS)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def overlay_paths(paths: list[Path], out_dir: Path) -> list[Path]:
-    """Each photo's overlay in ``out_dir``: ``<stem>_keypoints.png``, numbered where stems repeat."""
-    used: set[str] = set()
-    return [out_dir / _unique_name(path.stem, used) for path in paths]
-
-
 def check_overwrites(targets: list[Path]) -> None:
     """StageError naming the first of ``targets`` that exists and that this command did not write."""
     for target in targets:
@@ -158,137 +121,6 @@ def check_overwrites(targets: list[Path]) -> None:
         if not (is_own_csv(target) if target.name == CSV_NAME else is_own_overlay(target)):
             raise StageError(f"{target}: fkd.predict did not write this file and does not overwrite it: "
                              "pass another --out (or move the file away)")
-
-
-def read_photo(path: Path) -> np.ndarray:
-    """An image file as a uint8 gray, RGB or RGBA array (EXIF rotation applied).
-
-    Raises ValueError naming the file if it cannot be read, or if it declares more pixels than
-    PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million; a decompression bomb or a huge scan).
-    """
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL only warns up to twice the limit
-            return _decode(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{path}: the image is too big to read ({exc}); "
-                         f"shrink it below {Image.MAX_IMAGE_PIXELS:,} pixels") from None
-    except MemoryError:
-        raise ValueError(f"{path}: not enough memory to read the image; shrink it") from None
-    except Exception as exc:  # a damaged file can make a decoder raise nearly anything
-        raise ValueError(f"{path}: cannot read the image ({exc or type(exc).__name__})") from None
-
-
-def _decode(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        img.load()
-        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0-255
-            values = np.asarray(img, dtype=np.float64)
-            top = values.max() if values.max() > 255 else 255.0
-            return np.clip(np.round(values * 255.0 / max(top, 1e-9)), 0, 255).astype(np.uint8)
-        has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-        mode = "RGBA" if has_alpha else ("L" if img.mode in ("1", "L") else "RGB")
-        return np.asarray(img.convert(mode))
-
-
-def to_rgb(photo: np.ndarray) -> np.ndarray:
-    """uint8 RGB of a gray, RGB or RGBA photo (transparency over white, like the keypoint input)."""
-    if photo.ndim == 2:
-        return np.repeat(photo[..., None], 3, axis=2)
-    if photo.shape[2] == 4:
-        alpha = photo[..., 3:].astype(np.float64) / 255.0
-        return np.round(photo[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    return photo[..., :3]
-
-
-def point_colour(name: str) -> tuple[int, int, int]:
-    """Subject's left, right or centre colour of a keypoint name."""
-    if "left" in name:
-        return LEFT_COLOUR
-    if "right" in name:
-        return RIGHT_COLOUR
-    return CENTRE_COLOUR
-
-
-def draw_overlay(photo: np.ndarray, results: list[faces.FaceResult]) -> np.ndarray:
-    """RGB uint8 overlay: each face's box and its 15 keypoints (scaled to OVERLAY_MIN/MAX_SIDE), drawn with PIL."""
-    from PIL import Image, ImageDraw
-
-    rgb = to_rgb(photo)
-    h, w = rgb.shape[:2]
-    zoom = 1.0
-    if max(h, w) < OVERLAY_MIN_SIDE:
-        zoom = float(int(np.ceil(OVERLAY_MIN_SIDE / max(h, w))))
-    elif max(h, w) > OVERLAY_MAX_SIDE:
-        zoom = OVERLAY_MAX_SIDE / max(h, w)
-    if zoom != 1.0:
-        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
-        resample = Image.NEAREST if zoom > 1 else Image.LANCZOS
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, resample))
-    out = Image.fromarray(rgb)
-    pen = ImageDraw.Draw(out)
-    # pixel centres stay at (i + 0.5) * zoom - 0.5 after resizing
-    to_overlay = lambda p: (np.asarray(p) + 0.5) * zoom - 0.5  # noqa: E731
-    for r in results:
-        corners = to_overlay(faces.box_corners(r.box))
-        eye_distance = np.hypot(*(r.points[0] - r.points[1])) * zoom
-        width = max(2.0, min(out.size) / 250)
-        for a, b in zip(corners, np.roll(corners, -1, axis=0)):
-            _line(pen, a, b, width, BOX_COLOUR)
-        radius = float(np.clip(eye_distance / 22, 2.0, 12.0)) if np.isfinite(eye_distance) else 3.0
-        for name, point in zip(KEYPOINT_NAMES, to_overlay(r.points[: len(KEYPOINT_NAMES)])):
-            if np.isfinite(point).all():
-                _dot(pen, point, radius + max(1.0, radius / 3), (0, 0, 0))
-                _dot(pen, point, radius, point_colour(name))
-    return np.asarray(out)
-
-
-def _dot(pen, centre: np.ndarray, radius: float, colour) -> None:
-    x, y = centre
-    pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
-
-
-def _line(pen, a: np.ndarray, b: np.ndarray, width: float, colour) -> None:
-    """A filled quad ``width`` wide from ``a`` to ``b`` (PIL's own lines take whole-pixel widths)."""
-    d = b - a
-    n = np.array([-d[1], d[0]]) / max(np.hypot(*d), 1e-9) * width / 2
-    pen.polygon([tuple(map(float, q)) for q in (a + n, b + n, b - n, a - n)], fill=colour)
-
-
-def csv_rows(image: str, results: list[faces.FaceResult]) -> list[dict]:
-    """CSV rows of one photo: one per face, or one with empty fields when no face was found."""
-    if not results:
-        return [{"image": image}]
-    rows = []
-    for i, r in enumerate(results):
-        row = {"image": image, "face": i, "box_x": r.box.x, "box_y": r.box.y, "box_w": r.box.w, "box_h": r.box.h}
-        row.update(zip(COLUMNS, r.keypoints))
-        rows.append(row)
-    return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
-    frame["face"] = frame["face"].astype("Int64")
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.2f")
-
-
-def _unique_name(stem: str, used: set[str]) -> str:
-    name, n = f"{stem}_keypoints.png", 2
-    while name in used:
-        name, n = f"{stem}_{n}_keypoints.png", n + 1
-    used.add(name)
-    return name
 
 
 def load_model(args: argparse.Namespace):
@@ -313,7 +145,7 @@ def check_out_dir(out_dir: Path) -> None:
             return
 
 
-def check_boxes(path: Path, photo: np.ndarray, boxes: list[faces.Box]) -> None:
+def check_boxes(path: Path, photo: np.ndarray, boxes: list[Box]) -> None:
     """ValueError naming the photo and the box unless each box's centre lies on the photo."""
     h, w = photo.shape[:2]
     for box in boxes:
@@ -322,32 +154,13 @@ def check_boxes(path: Path, photo: np.ndarray, boxes: list[faces.Box]) -> None:
                              "(its centre is outside); give x,y,w,h of a face in this photo's pixels")
 
 
-def locate(batch: list[tuple[Path, np.ndarray]], predict: faces.CropPredictor, args: argparse.Namespace) -> list:
-    """Each photo's faces (a list of FaceResult), or the exception that photo raised.
-
-    The photos go through the chain together; if that fails, one by one, so that one bad photo
-    fails alone.
-    """
-    def run(photos: list[np.ndarray]) -> list[list[faces.FaceResult]]:
-        if args.no_detect:
-            boxes = [[faces.Box(0, 0, p.shape[1], p.shape[0])] for p in photos]
-            return faces.locate_batch(photos, predict, boxes, passes=1, framed=True)
-        boxes = None if args.box is None else [args.box] * len(photos)
-        return faces.locate_batch(photos, predict, boxes, passes=1 if args.no_refine else 2,
-                                  detector=args.detector, max_side=args.detect_side)
-
-    try:
-        return run([photo for _, photo in batch])
-    except Exception as exc:
-        if len(batch) == 1:
-            return [exc]
-    found = []
-    for _, photo in batch:
-        try:
-            found.extend(run([photo]))
-        except Exception as exc:
-            found.append(exc)
-    return found
+def locate(photos: list[np.ndarray], predict: CropPredictor, args: argparse.Namespace) -> list[list[FaceResult] | Exception]:
+    """:func:`fkd.predict.chain.locate_each` with the boxes and passes that ``args`` ask for."""
+    if args.no_detect:
+        boxes = [[Box(0, 0, p.shape[1], p.shape[0])] for p in photos]
+        return locate_each(photos, predict, boxes, passes=1, framed=True)
+    boxes = None if args.box is None else [args.box] * len(photos)
+    return locate_each(photos, predict, boxes, passes=1 if args.no_refine else 2, detector=args.detector, max_side=args.detect_side)
 
 
 def main(argv: list[str]) -> None:
@@ -361,20 +174,16 @@ def main(argv: list[str]) -> None:
         print(f"error: {message}", file=sys.stderr)
     if not args.no_detect and not args.box:
         try:
-            faces.check_detector(args.detector)
+            check_detector(args.detector)
         except RuntimeError as exc:
             raise StageError(str(exc)) from None
-    predict = faces.model_predictor(load_model(args))
+    predict = model_predictor(load_model(args))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StageError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
 
-    from PIL import Image, PngImagePlugin
     from tqdm import tqdm
-
-    mark = PngImagePlugin.PngInfo()
-    mark.add_text(*OVERLAY_MARK)
 
     def fail(message: str) -> None:
         nonlocal failed
@@ -393,17 +202,16 @@ def main(argv: list[str]) -> None:
                 except ValueError as exc:
                     fail(str(exc))
                     continue
-                if args.no_detect and photo.shape[:2] != (faces.CROP_SIZE, faces.CROP_SIZE):
+                if args.no_detect and photo.shape[:2] != (CROP_SIZE, CROP_SIZE):
                     log.warning("%s: %dx%d, not 96x96: scaled to 96x96 as it is", path, photo.shape[1], photo.shape[0])
                 batch.append((path, photo))
                 targets.append(target)
-            for (path, photo), target, results in zip(batch, targets, locate(batch, predict, args)):
+            for (path, photo), target, results in zip(batch, targets, locate([photo for _, photo in batch], predict, args)):
                 if isinstance(results, Exception):
                     fail(f"{path}: finding the keypoints failed ({type(results).__name__}: {results})")
                     continue
                 try:
-                    with atomic_path(target) as tmp:
-                        Image.fromarray(draw_overlay(photo, results)).save(tmp, format="PNG", pnginfo=mark)
+                    save_overlay(target, photo, results)
                 except (OSError, ValueError) as exc:
                     fail(f"{path}: cannot write its overlay to {out_dir} ({exc})")
                     continue
