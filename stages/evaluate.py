@@ -19,8 +19,9 @@ def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
     p = load_params("split", "ensemble", "evaluate")
     from fkd.evaluation.ensemble import save_weights
-    from fkd.evaluation.evaluate import evaluate_models, summary_table, validation_rows, write_outputs
+    from fkd.evaluation.evaluate import evaluate_models, summary_table, validation_rows
     from fkd.evaluation.inference import check_fold_models, ensemble_weights, load_model_fn
+    from fkd.evaluation.outputs import write_outputs
     from fkd.models.registry import ENSEMBLE_FILE, MODEL_NAMES
 
     check_fold_models(models_dir, p.split.folds)

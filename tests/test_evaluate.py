@@ -11,9 +11,9 @@ import yaml
 
 from fkd.core.config import EnsembleParams, ParamsError, load_params, parse_params, to_dict
 from fkd.core.data import DataError, Part, load_fold
-from fkd.evaluation.evaluate import (METRIC_KEYS, MetricsSchemaError, check_metrics, evaluate_models, evaluate_predictions, inter_ocular,
-                          mean_shape_fn, model_predictions, per_image_error, per_keypoint, pick_grid_faces, score,
-                          variant_predictions)
+from fkd.evaluation.evaluate import evaluate_models, evaluate_predictions, mean_shape_fn, model_predictions, variant_predictions
+from fkd.evaluation.metrics import METRIC_KEYS, MetricsSchemaError, check_metrics, inter_ocular, per_image_error, per_keypoint, score
+from fkd.evaluation.outputs import pick_grid_faces
 from fkd.evaluation.inference import with_flip_tta
 from fkd.core.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
 from fkd.sources.synthetic import MEAN_SHAPE

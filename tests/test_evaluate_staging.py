@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fkd.evaluation import evaluate, plots
+from fkd.evaluation import outputs, plots
 
 
 def _dead_pid() -> int:
@@ -26,7 +26,7 @@ def test_write_outputs_removes_staging_folders_of_a_killed_run(tmp_path, monkeyp
     seen = []
     monkeypatch.setattr(plots, "error_histogram", lambda path, errors: (seen.append(path), path.write_bytes(b"png")))
     val = SimpleNamespace(keypoints=np.zeros((1, 30), np.float32))
-    evaluate.write_outputs({}, val, None, metrics_dir, plots_dir)
+    outputs.write_outputs({}, val, None, metrics_dir, plots_dir)
     assert not any(folder.exists() for folder in left)
     # the folder was staged under this process's pid, so a run killed now would leave a removable one
     assert seen[0].parent.parent.name.startswith(f".plots.{os.getpid()}.")
