@@ -17,7 +17,7 @@ import torch
 from benchmarks.report import save_benchmark
 from fkd.core.config import load_params, parse_params, to_dict
 from fkd.core.data import load_fold
-from fkd.evaluation.evaluate import score
+from fkd.evaluation.metrics import score
 from fkd.evaluation.inference import with_flip_tta
 from fkd.core.keypoints import N_EXTENDED
 from fkd.models.heatmap import network as heatmap

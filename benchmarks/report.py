@@ -203,10 +203,26 @@ def evaluate(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
     return provenance(root, base, list((base / "metrics/evaluate").glob("*.json")), "metrics/evaluate/*.json"), table(["variant", *keys], rows)
 
 
+def training_stage_names(root: Path) -> dict[str, str]:
+    """A training stage's metrics folder under metrics/ -> its stage in dvc.yaml without the fold: ``train_resnet`` ->
+    ``train@resnet-``, ``train_cnn_sgd`` -> ``train_cnn_sgd@`` (the fold's number follows)."""
+    from dvc.repo import Repo
+
+    names = {}
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            for out in stage.metrics:
+                rel = Path(out.def_path)
+                if rel.parts[0] == "metrics" and rel.name == "metrics.json" and len(rel.parts) == 4:
+                    names[rel.parts[1]] = stage.addressing.removesuffix(rel.parts[2])
+    return names
+
+
 def train(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
     """Each training stage's final metrics, per fold."""
     files = metric_files(base, "metrics/train_*/*/metrics.json")
-    data = {f"{f.parent.parent.name}@{f.parent.name}": read_json(f) for f in files}
+    stages = training_stage_names(root)
+    data = {stages.get(f.parent.parent.name, f"{f.parent.parent.name}@") + f.parent.name: read_json(f) for f in files}
     keys = [k for k in TRAIN_KEYS if any(k in m for m in data.values())]
     rows = [[f"`{stage}`", *(fmt(m.get(k), 3) for k in keys)] for stage, m in data.items()]
     return provenance(root, base, files, "metrics/train_*/*/metrics.json"), table(["stage", *keys], rows)

@@ -40,7 +40,7 @@ def test_every_domain_error_is_an_fkd_error_and_keeps_its_builtin_base(module, n
     assert builtin, f"{name} lost its builtin base (ValueError/RuntimeError): `except ValueError` callers would miss it"
 
 
-@pytest.mark.parametrize("error", ["fkd.gate:GateError", "fkd.evaluation.evaluate:MetricsSchemaError", "fkd.core.label_offset:LabelOffsetError",
+@pytest.mark.parametrize("error", ["fkd.gate:GateError", "fkd.evaluation.metrics:MetricsSchemaError", "fkd.core.label_offset:LabelOffsetError",
                                    "fkd.core.errors:EnsembleWeightsError", "fkd.core.config:ParamsError"])
 def test_run_stage_prints_one_line_and_exits_2(error, capsys):
     module, name = error.split(":")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fkd.evaluation.evaluate import score
+from fkd.evaluation.metrics import score
 from fkd.core.keypoints import finite_rmse, masked_rmse, to_extended
 
 
