@@ -5,8 +5,8 @@ gate steps, every ``dvc`` command in it parsed by the installed DVC, its plan sc
 inputs, and actionlint where one is installed.
 
 The proof, on loopback (slow): one S3 server (moto) on 127.0.0.1 and clones of one commit as machines
-that run the workflow's own step scripts. A runs the unit train_resnet, B the units train_heatmap and
-train_cnn_sgd, S one sweep value; each pushes its outputs and its run-cache. C pulls the run-cache and
+that run the workflow's own step scripts. A runs the unit train@resnet-* (``dvc repro --glob``), B the units
+train@heatmap-* and train_cnn_sgd, S one sweep value; each pushes its outputs and its run-cache. C pulls the run-cache and
 reproduces: every training stage (and every data stage) comes back from the run-cache, only evaluate
 and submit run, and C's submission.csv, models and metrics are byte-identical to those of D, a single
 machine that ran the whole ``dvc repro`` itself (the session's trained project, tests/conftest.py). The
@@ -31,9 +31,10 @@ from tests.test_remote import BUCKET, clone, s3_endpoint, sha256  # noqa: F401  
 
 WORKFLOW = ROOT / ".github" / "workflows" / "fanout.yml"
 PIPELINE = ROOT / ".github" / "workflows" / "pipeline.yml"
-TRAINERS = {"train_resnet@0", "train_heatmap@0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: each group's one stage
+TRAINERS = {"train@resnet-0", "train@heatmap-0", "train_cnn_adam@0", "train_cnn_sgd@0"}  # one fold: each model's one stage
 DATA_STAGES = {"download", "parse", "split"}
-DEFAULT_UNITS = ["train_resnet", "train_heatmap", "train_cnn_sgd"]  # train_cnn_sgd brings train_cnn_adam
+DEFAULT_UNITS = ["train@resnet-*", "train@heatmap-*", "train_cnn_sgd"]  # train_cnn_sgd brings train_cnn_adam
+MODEL_UNITS = "train@resnet-* train@heatmap-* train_cnn_adam train_cnn_sgd"  # each model with all its folds
 OUTPUTS = ("submission.csv", *(f"models/{MODELS[m].file(0)}" for m in ("resnet", "heatmap")), "models/cnn_adam/0.keras",
            f"models/{MODELS['cnn'].file(0)}", "models/ensemble.json")
 PREFIX = "fanout"  # the remote's folder in the bucket
@@ -47,7 +48,7 @@ RUN_CACHE_FIX = (
     "    outs:\n      - models/<m>\n      - metrics/<stage>/plots:\n          cache: false\n"
     "by\n"
     "    outs:\n      - models/<m>\n    plots:\n      - metrics/<stage>/plots:\n          cache: false\n"
-    "in train_resnet, train_heatmap, train_cnn_adam and train_cnn_sgd (dvc.lock does not change)."
+    "in train (the matrix of resnet and heatmap), train_cnn_adam and train_cnn_sgd (dvc.lock does not change)."
 )
 
 
@@ -115,6 +116,7 @@ def test_unit_runs_one_unit_then_pushes_outputs_and_run_cache(workflow):
     unit = workflow["jobs"]["unit"]
     script = step(unit, "unit")["run"]
     assert 'dvc repro --pull --allow-missing "$UNIT_TARGET"' in script
+    assert 'dvc repro --pull --allow-missing --glob "$UNIT_TARGET"' in script  # train@resnet-*: one model, all folds
     assert 'dvc exp run --pull -n "$UNIT_NAME" "${args[@]}"' in script
     assert "dvc pull --run-cache" in script.split("case")[0]  # stage runs already on the remote come back first
     assert step(unit, "push")["run"].strip() == "dvc push --run-cache"
@@ -131,7 +133,7 @@ def test_collect_pulls_the_run_cache_reproduces_reports_and_gates(workflow):
     collect = workflow["jobs"]["collect"]
     assert step(collect, "pull")["run"].strip().startswith("dvc pull --run-cache")
     repro = step(collect, "repro")["run"]
-    assert "dvc repro --pull 2>&1" in repro and "Running stage 'train_" in repro and "exit 1" in repro
+    assert "dvc repro --pull 2>&1" in repro and "Running stage 'train" in repro and "exit 1" in repro
     summary = step(collect, "summary")["run"]
     assert "dvc metrics show --md" in summary and "dvc exp show --md" in summary and "$GITHUB_STEP_SUMMARY" in summary
     assert 'python -m fkd.gate --baseline "$BASELINE"' in step(collect, "gate")["run"]
@@ -179,13 +181,14 @@ def test_every_dvc_command_parses_with_the_installed_dvc(workflow):
         parse_args(extra)
 
 
-def run_plan(workflow: dict, tmp_path: Path, event: str, **inputs: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_plan(workflow: dict, tmp_path: Path, event: str, cwd: Path = ROOT,
+             **inputs: str) -> tuple[subprocess.CompletedProcess, dict]:
     plan = step(workflow["jobs"]["plan"], "plan")
     output, summary = tmp_path / "output", tmp_path / "summary"
     output.write_text(""), summary.write_text("")
     env = {**project_env(), "GITHUB_EVENT_NAME": event, "GITHUB_RUN_ID": "77", "GITHUB_OUTPUT": str(output),
            "GITHUB_STEP_SUMMARY": str(summary), "UNITS": "", "SWEEP": "", "RUNS_ON": "ubuntu-latest", **inputs}
-    proc = subprocess.run(["bash", "-eo", "pipefail", "-c", plan["run"]], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "-eo", "pipefail", "-c", plan["run"]], cwd=cwd, env=env, capture_output=True, text=True)
     outputs = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
     return proc, outputs
 
@@ -194,16 +197,18 @@ def test_plan_a_pull_request_runs_every_training_unit(workflow, tmp_path):
     proc, out = run_plan(workflow, tmp_path, "pull_request", UNITS="")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     units = json.loads(out["matrix"])["include"]
-    assert [(u["kind"], u["target"]) for u in units] == [("stage", u) for u in DEFAULT_UNITS]
+    assert [(u["kind"], u["target"]) for u in units] == [("glob", "train@resnet-*"), ("glob", "train@heatmap-*"),
+                                                         ("stage", "train_cnn_sgd")] == [
+        ("glob" if "*" in u else "stage", u) for u in DEFAULT_UNITS]
     assert json.loads(out["runs-on"]) == "ubuntu-latest" and out["experiments"] == ""
 
 
 def test_plan_a_sweep_on_gpu_runners(workflow, tmp_path):
-    proc, out = run_plan(workflow, tmp_path, "workflow_dispatch", UNITS="train_resnet",
+    proc, out = run_plan(workflow, tmp_path, "workflow_dispatch", UNITS="train@resnet-*",
                          SWEEP="resnet.lr=0.001,0.003 heatmap.lr=0.002,0.004", RUNS_ON='["self-hosted", "gpu"]')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     units = json.loads(out["matrix"])["include"]
-    assert units[0] == {"name": "train_resnet", "kind": "stage", "target": "train_resnet", "set": ""}
+    assert units[0] == {"name": "train@resnet-*", "kind": "glob", "target": "train@resnet-*", "set": ""}
     sweep = units[1:]
     assert [u["set"] for u in sweep] == ["resnet.lr=0.001 heatmap.lr=0.002", "resnet.lr=0.001 heatmap.lr=0.004",
                                          "resnet.lr=0.003 heatmap.lr=0.002", "resnet.lr=0.003 heatmap.lr=0.004"]
@@ -213,14 +218,74 @@ def test_plan_a_sweep_on_gpu_runners(workflow, tmp_path):
 
 
 @pytest.mark.parametrize("inputs, error", [
-    ({"UNITS": "train_resnet evaluate"}, "not a training stage of dvc.yaml: evaluate"),
+    ({"UNITS": "train@resnet-* evaluate"}, "not a training unit of dvc.yaml: evaluate"),
+    ({"UNITS": "train_resnet"}, f"not a training unit of dvc.yaml: train_resnet (training units, a model with all its "
+                                f"folds: {MODEL_UNITS}; or one fold: train@resnet-0 train@heatmap-0 train_cnn_adam@0 "
+                                "train_cnn_sgd@0)"),  # the stage group's name before the matrix
+    ({"UNITS": "train@*"}, "not a training unit of dvc.yaml: train@*"),  # a pattern that is no model's
+    ({"UNITS": "train@resnet-1"}, "not a training unit of dvc.yaml: train@resnet-1"),  # split.folds is [0]
     ({"UNITS": "", "SWEEP": "resnet.lr"}, "is not KEY=VALUE"),
     ({"UNITS": ""}, "nothing to run"),
-    ({"UNITS": "train_resnet", "RUNS_ON": "[self-hosted"}, "runs-on: not a JSON list"),
+    ({"UNITS": "train@resnet-*", "RUNS_ON": "[self-hosted"}, "runs-on: not a JSON list"),
 ])
 def test_plan_refuses_bad_inputs(workflow, tmp_path, inputs, error):
     proc, _ = run_plan(workflow, tmp_path, "workflow_dispatch", **inputs)
     assert proc.returncode == 1 and "::error::" in proc.stdout and error in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.count("\n") == 1, proc.stdout  # one line
+
+
+def test_plan_units_are_the_stages_dvc_resolves_one_model_or_one_fold(workflow, tmp_path):
+    """With split.folds [0, 1, 2] (params.yaml, resolved by DVC), a unit is a model with its three folds or one
+    fold of it; the fourth fold is refused with every unit listed."""
+    project = make_project(tmp_path / "three", {"split": {"folds": [0, 1, 2]}})
+    proc, out = run_plan(workflow, tmp_path, "workflow_dispatch", cwd=project,
+                         UNITS="train@heatmap-* train@resnet-2 train_cnn_adam@1 train_cnn_sgd train@resnet-2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    units = json.loads(out["matrix"])["include"]
+    assert [(u["name"], u["kind"], u["target"]) for u in units] == [
+        ("train@heatmap-*", "glob", "train@heatmap-*"), ("train@resnet-2", "stage", "train@resnet-2"),
+        ("train_cnn_adam@1", "stage", "train_cnn_adam@1"), ("train_cnn_sgd", "stage", "train_cnn_sgd")]
+    summary = (tmp_path / "summary").read_text()
+    assert "| train@heatmap-* | `dvc repro --glob 'train@heatmap-*'` |" in summary, summary
+    assert "| train@resnet-2 | `dvc repro train@resnet-2` |" in summary, summary
+
+    proc, _ = run_plan(workflow, tmp_path, "workflow_dispatch", cwd=project, UNITS="train@resnet-3")
+    folds = " ".join(f"train@{m}-{k}" for m in ("resnet", "heatmap") for k in range(3))
+    cnn = " ".join(f"train_cnn_{phase}@{k}" for phase in ("adam", "sgd") for k in range(3))
+    assert proc.returncode == 1 and proc.stdout == (
+        f"::error::not a training unit of dvc.yaml: train@resnet-3 (training units, a model with all its folds: "
+        f"{MODEL_UNITS}; or one fold: {folds} {cnn})\n"), proc.stdout + proc.stderr
+
+
+def test_plan_reports_a_dvc_yaml_dvc_cannot_resolve(workflow, tmp_path):
+    project = make_project(tmp_path / "broken")
+    dvc_yaml = project / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("fold: ${split.folds}", "fold: ${split.no_such_key}"))
+    proc, _ = run_plan(workflow, tmp_path, "workflow_dispatch", cwd=project, UNITS="train@resnet-*")
+    assert proc.returncode == 1 and proc.stdout.startswith("::error::dvc stage list: ") and proc.stdout.count("\n") == 1
+    assert "no_such_key" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("log, error", [
+    ("Running stage 'train@resnet-0':\nRunning stage 'train_cnn_sgd@0':\nRunning stage 'evaluate':\n",
+     "::error::training stages ran here instead of coming from the run-cache: "
+     "Running stage 'train@resnet-0' Running stage 'train_cnn_sgd@0'"),
+    ("Stage 'train@resnet-0' is cached - skipping run, checking out outputs\nRunning stage 'evaluate':\n", None),
+])
+def test_collect_fails_when_a_training_stage_runs_there(workflow, tmp_path, log, error):
+    """The repro step's check on DVC's log: a matrix stage (train@...) that trained fails it, as a train_... one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text('#!/bin/sh\nprintf %s "$FAKE_LOG"\n')
+    (bin_dir / "dvc").chmod(0o755)
+    env = {**project_env(), "RUNNER_TEMP": str(tmp_path), "FAKE_LOG": log}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    script = step(workflow["jobs"]["collect"], "repro")["run"]
+    proc = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    if error:
+        assert proc.returncode == 1 and error + "\n" in proc.stdout, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def run_cacheable_problems(dvc_yaml: Path) -> list[str]:
@@ -269,7 +334,7 @@ def runner_env(tmp: Path, **extra: str) -> dict:
 
 
 def unit_env(tmp: Path, name: str, kind: str = "stage", target: str = "", setting: str = "") -> dict:
-    return runner_env(tmp, UNIT_NAME=name, UNIT_KIND=kind, UNIT_TARGET=target or (name if kind == "stage" else ""),
+    return runner_env(tmp, UNIT_NAME=name, UNIT_KIND=kind, UNIT_TARGET=target or (name if kind != "sweep" else ""),
                       UNIT_SET=setting)
 
 
@@ -307,14 +372,14 @@ def test_units_on_separate_machines_collect_to_the_single_machine_result(workflo
     run(["git", "add", "-A"], cwd=origin, env=env)
     run(["git", "commit", "-qm", "s3 remote, gate"], cwd=origin, env=env)
 
-    # Machine A: the unit train_resnet (with the data stages before it).
+    # Machine A: the unit train@resnet-* (dvc repro --glob; with the data stages before it).
     a = clone(origin, tmp_path / "a")
-    a_env = unit_env(tmp_path / "runner-a", "train_resnet")
+    a_env = unit_env(tmp_path / "runner-a", "train@resnet-*", kind="glob")
     out = run_steps(workflow, "unit", ["remote", "unit"], a, a_env)
-    assert stages_run(out) == DATA_STAGES | {"train_resnet@0"}, out
+    assert stages_run(out) == DATA_STAGES | {"train@resnet-0"}, out
     run_steps(workflow, "unit", ["push"], a, a_env)
     # `dvc push --run-cache` sent the run-cache entry, but not the `cache: false` metrics it records ...
-    metrics_md5 = lock_md5(a, "train_resnet@0", "metrics/train_resnet/0/metrics.json")
+    metrics_md5 = lock_md5(a, "train@resnet-0", "metrics/train_resnet/0/metrics.json")
     metrics_key = f"files/md5/{metrics_md5[:2]}/{metrics_md5[2:]}"
     keys = remote_keys(s3_endpoint)
     assert any(k.startswith("runs/") for k in keys) and metrics_key not in keys, sorted(keys)
@@ -322,13 +387,14 @@ def test_units_on_separate_machines_collect_to_the_single_machine_result(workflo
     out = run_steps(workflow, "unit", ["push-run-outputs"], a, a_env)
     assert metrics_key in remote_keys(s3_endpoint), out
 
-    # Machine B: the units train_heatmap and train_cnn_sgd (as two runners would; one clone here).
+    # Machine B: the units train@heatmap-* and train_cnn_sgd (as two runners would; one clone here).
     b = clone(origin, tmp_path / "b")
-    for unit, trains in (("train_heatmap", {"train_heatmap@0"}), ("train_cnn_sgd", {"train_cnn_adam@0", "train_cnn_sgd@0"})):
-        b_env = unit_env(tmp_path / f"runner-{unit}", unit)
+    for unit, kind, trains in (("train@heatmap-*", "glob", {"train@heatmap-0"}),
+                               ("train_cnn_sgd", "stage", {"train_cnn_adam@0", "train_cnn_sgd@0"})):
+        b_env = unit_env(tmp_path / f"runner-{unit.replace('*', 'all')}", unit, kind=kind)
         out = run_steps(workflow, "unit", ["remote", "unit"], b, b_env)
         assert stages_run(out) == trains, out
-        if unit == "train_heatmap":  # B's first unit: the data stages come from A's run-cache
+        if unit == "train@heatmap-*":  # B's first unit: the data stages come from A's run-cache
             assert cached_stages(out) == DATA_STAGES, out
         run_steps(workflow, "unit", ["push", "push-run-outputs"], b, b_env)
 
@@ -336,7 +402,7 @@ def test_units_on_separate_machines_collect_to_the_single_machine_result(workflo
     s = clone(origin, tmp_path / "s")
     s_env = unit_env(tmp_path / "runner-s", "fanout-1-1", kind="sweep", setting=SWEEP_SETTING)
     out = run_steps(workflow, "unit", ["remote", "unit", "push", "push-run-outputs", "bundle"], s, s_env)
-    assert stages_run(out) == {"train_resnet@0", "evaluate", "submit"}, out
+    assert stages_run(out) == {"train@resnet-0", "evaluate", "submit"}, out
     bundle = tmp_path / "runner-s" / "experiments" / "fanout-1-1.bundle"
     assert bundle.is_file(), out
 
