@@ -3,6 +3,7 @@ found by its name, and a section a stage does not read is not checked there, but
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import subprocess
@@ -16,7 +17,8 @@ from fkd.core.cli import run_stage
 from fkd.core.config import MODEL_NAMES, SECTIONS, ParamsError, load_params, section_class, to_dict
 from tests.conftest import ROOT
 
-ALLOWED = "data, synthetic, split, resnet, heatmap, cnn, ensemble, evaluate, submit"
+#: The sections a params.yaml may have: the pipeline's, with the models' (the folders of fkd/models/, by name) after split.
+ALLOWED = "data, synthetic, split, cnn, heatmap, resnet, ensemble, evaluate, submit"
 
 DATA_STAGES = """
 import json, sys
@@ -84,12 +86,16 @@ def test_a_load_checks_only_its_sections(tmp_path):
 
 
 def test_a_models_section_is_found_by_its_name_in_its_folder():
+    """config finds the models' sections by their folders (no import), the same models the registry lists; each
+    section's class is ``Params`` of that model's package."""
     from fkd.models import registry
 
-    assert MODEL_NAMES == registry.MODEL_NAMES
+    folders = sorted(p.parent.name for p in (ROOT / "fkd" / "models").glob("*/__init__.py"))
+    assert list(MODEL_NAMES) == folders == sorted(registry.MODEL_NAMES)
     assert SECTIONS == ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")
     for name in MODEL_NAMES:
-        assert section_class(name).__module__ == f"fkd.models.{name}.params"
+        assert section_class(name) is importlib.import_module(f"fkd.models.{name}").Params
+        assert section_class(name).__module__.split(".")[:3] == ["fkd", "models", name]  # declared in its folder
         assert type(getattr(load_params(name, path=ROOT / "params.yaml"), name)) is section_class(name)
 
 

@@ -1,6 +1,6 @@
-"""The model registry and the one-folder-per-model layout: every registered model has its folder
-(params, network with a loader, training), its params section, and the dvc.yaml stage that writes
-its file; a saved torch model loads only as the network it holds."""
+"""The model registry and the one-folder-per-model layout: every registered model is a folder whose contract module
+exports its params section, file suffix, builder, trainer and loader, and the dvc.yaml stage that writes its file;
+a saved torch model loads only as the network it holds."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,6 @@ import inspect
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from fkd.core.config import Params, load_params
 from fkd.core.errors import ModelFileError
@@ -19,25 +18,34 @@ from fkd.core.schema import ParamsError
 from tests.conftest import ROOT
 
 
+#: What every model's contract module ``fkd/models/<name>/__init__.py`` exports, and the arguments of its functions.
+CONTRACT = {"build": ["p"], "fit": ["train", "val", "p", "model_path", "live"], "load": ["path"]}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_each_registered_model_is_one_folder(name):
-    folder = ROOT / "fkd" / "models" / name
-    for part in ("params", "network", "train"):
-        assert (folder / f"{part}.py").is_file(), f"fkd/models/{name}/{part}.py missing"
-    network = importlib.import_module(f"fkd.models.{name}.network")
-    assert "path" in inspect.signature(network.load_model_fn).parameters
+    assert (ROOT / "fkd" / "models" / name / "__init__.py").is_file(), f"fkd/models/{name}/__init__.py missing"
+    plugin = importlib.import_module(f"fkd.models.{name}")
+    assert MODELS[name].module is plugin
+    assert isinstance(plugin.SUFFIX, str) and plugin.SUFFIX.startswith(".")
+    for function, args in CONTRACT.items():
+        assert list(inspect.signature(getattr(plugin, function)).parameters) == args, f"fkd.models.{name}.{function}"
     # its params section is declared in its folder and is a field of Params
     fields = {f.name: f for f in dataclasses.fields(Params)}
     assert name in fields
     section = type(getattr(load_params(ROOT / "params.yaml"), name))
-    assert section.__module__ == f"fkd.models.{name}.params"
+    assert section is plugin.Params and section.__module__.split(".")[:3] == ["fkd", "models", name]
 
 
 def test_every_registered_model_file_is_written_by_a_stage():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    outs = {out if isinstance(out, str) else next(iter(out)) for stage in stages.values() for out in stage.get("do", stage).get("outs", [])}
-    for name, spec in MODELS.items():
-        assert f"models/{spec.file('${item}')}" in outs, f"no dvc.yaml stage writes models/{spec.file('${item}')} ({name})"
+    """Each fold's file of every model is an out of a stage of dvc.yaml as DVC expands it (the train matrix, foreach)."""
+    from tests.test_deps import resolved_stages
+
+    stages = resolved_stages(ROOT)
+    outs = {out if isinstance(out, str) else next(iter(out)) for stage in stages.values() for out in stage.get("outs", [])}
+    for fold in load_params("split", path=ROOT / "params.yaml").split.folds:
+        for name, spec in MODELS.items():
+            assert f"models/{spec.file(fold)}" in outs, f"no dvc.yaml stage writes models/{spec.file(fold)} ({name})"
 
 
 def test_model_folders_import_no_other_model():

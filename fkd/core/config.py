@@ -87,7 +87,7 @@ class SubmitParams:
 #: their names alone, so that loading params imports no model code.
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(
     m.name for m in pkgutil.iter_modules([str(Path(__file__).resolve().parents[1] / "models")]) if m.ispkg))
-#: The pipeline's own sections; with the models' in params.yaml's order.
+#: The pipeline's own sections; with the models' (by name) after split.
 PIPELINE_SECTIONS = {"data": DataParams, "synthetic": SyntheticParams, "split": SplitParams,
                      "ensemble": EnsembleParams, "evaluate": EvaluateParams, "submit": SubmitParams}
 SECTIONS: tuple[str, ...] = ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")

@@ -2,9 +2,10 @@
 section ``Params``, file ``SUFFIX``, ``build``, ``fit`` and ``load``), its folder under ``models/`` (one file per fold of
 ``split.folds``), and the checks on what its loaded function returns.
 
-Adding a model: its folder ``fkd/models/<name>/``, one line in :data:`MODELS`, its section in ``params.yaml`` and its
-entry in ``dvc.yaml``'s ``train`` matrix (docs/models.md "Adding a model"). Frameworks are imported only when a model
-is built, trained or loaded.
+Adding a model: its folder ``fkd/models/<name>/``, one line in :data:`MODELS` (and its import), its section in
+``params.yaml``, its entry in ``dvc.yaml``'s ``train`` matrix and ``models/<name>`` in the deps of evaluate and submit
+(docs/models.md "Adding a model"; tests/test_plugin.py does it). Frameworks are imported only when a model is built,
+trained or loaded.
 """
 from __future__ import annotations
 
