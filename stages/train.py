@@ -30,6 +30,9 @@ def main(argv: list[str]) -> None:
         raise StageError("usage: python -m stages.train MODEL[.PHASE] SPLIT_DIR FOLD METRICS_DIR PATH...")
     model, split_dir, fold, metrics_dir, *paths = argv
     name, fit = trainer(model)
+    suffix = importlib.import_module(f"fkd.models.{name}").SUFFIX
+    if not paths[-1].endswith(suffix):
+        raise StageError(f"train: {paths[-1]}: model {name!r} writes {suffix} files; give its output path that suffix in dvc.yaml")
     run_training(fit, split_dir, int(fold), metrics_dir, getattr(load_params(name), name), *paths)
 
 

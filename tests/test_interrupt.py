@@ -57,7 +57,7 @@ def set_epochs(workdir: Path, epochs: int) -> None:
 
 def start_training(workdir: Path, split_dir: Path) -> subprocess.Popen:
     env = {**project_env(), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "stages.train", "resnet", str(split_dir), "0", "metrics/train_resnet/0", "models/resnet/0.model"]
+    cmd = [sys.executable, "-m", "stages.train", "resnet", str(split_dir), "0", "metrics/train_resnet/0", "models/resnet/0.safetensors"]
     return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -90,7 +90,7 @@ def test_ctrl_c_leaves_the_previous_metrics_and_prints_one_line(workdir, split_d
         "interrupted: train stopped; the outputs it had not finished were left as they were"], stderr
     assert snapshot(metrics_dir) == before
     assert staging(metrics_dir) == []
-    assert not (workdir / "models/resnet/0.model").exists()
+    assert not (workdir / "models/resnet/0.safetensors").exists()
 
 
 def test_a_killed_run_leaves_the_previous_metrics_and_the_next_run_clears_its_staging(workdir, split_dir):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 BUCKET = "fkd-dvc-cache"
 #: Dummy credentials for the loopback S3 server; kept in .dvc/config.local, as a user keeps real ones.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
-TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")  # one fold: <stage>@0, metrics/<stage>/0/
+TRAINING_STAGES = ("train_resnet", "train_heatmap", "train_cnn_adam", "train_cnn_sgd")  # their metrics: metrics/<name>/0/
 TORCH_MODELS = tuple(f"models/{MODELS[m].file(0)}" for m in ("resnet", "heatmap"))
 MODEL_FILES = (*TORCH_MODELS, "models/cnn_adam/0.keras", f"models/{MODELS['cnn'].file(0)}", "models/ensemble.json")
 
