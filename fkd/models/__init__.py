@@ -1,3 +1,3 @@
-"""The model families, one folder each: ``params.py`` (its params.yaml section), ``network.py`` (the
-network and how a saved model is loaded into a model function) and ``train.py`` (how it is trained).
-They are registered once, in :mod:`fkd.models.registry`."""
+"""The models, one folder each. A folder's ``__init__.py`` is its contract with the pipeline: ``Params`` (its
+params.yaml section, declared in ``params.py``), ``SUFFIX``, ``build``, ``fit`` and ``load`` (see
+:mod:`fkd.models.registry`, where each is registered in one line); the rest of the folder is the model's own."""
