@@ -13,26 +13,26 @@ from fkd.nn.train_result import run_training
 
 
 def trainer(model: str):
-    """``fit`` of model ``name`` in ``name[.phase]``, or the trainer of that phase."""
+    """The contract module of model ``name`` in ``name[.phase]`` and its trainer: ``fit``, or that phase's."""
     name, _, phase = model.partition(".")
     if name not in MODEL_NAMES:
         raise StageError(f"train: no model {name!r} in fkd/models/ (there are: {', '.join(MODEL_NAMES)})")
     plugin = importlib.import_module(f"fkd.models.{name}")  # dvc.yaml lists fkd/models/<name> among the deps
     if not phase:
-        return name, plugin.fit
-    if phase not in getattr(plugin, "PHASES", ()):
-        raise StageError(f"train: model {name!r} has no phase {phase!r} (it has: {', '.join(getattr(plugin, 'PHASES', ())) or 'none'})")
-    return name, plugin.phase(phase)
+        return name, plugin, plugin.fit
+    phases = getattr(plugin, "PHASES", ())
+    if phase not in phases:
+        raise StageError(f"train: model {name!r} has no phase {phase!r} (it has: {', '.join(phases) or 'none'})")
+    return name, plugin, plugin.phase(phase)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 5:
         raise StageError("usage: python -m stages.train MODEL[.PHASE] SPLIT_DIR FOLD METRICS_DIR PATH...")
     model, split_dir, fold, metrics_dir, *paths = argv
-    name, fit = trainer(model)
-    suffix = importlib.import_module(f"fkd.models.{name}").SUFFIX
-    if not paths[-1].endswith(suffix):
-        raise StageError(f"train: {paths[-1]}: model {name!r} writes {suffix} files; give its output path that suffix in dvc.yaml")
+    name, plugin, fit = trainer(model)
+    if not paths[-1].endswith(plugin.SUFFIX):
+        raise StageError(f"train: {paths[-1]}: model {name!r} writes {plugin.SUFFIX} files; give its output path that suffix in dvc.yaml")
     run_training(fit, split_dir, int(fold), metrics_dir, getattr(load_params(name), name), *paths)
 
 

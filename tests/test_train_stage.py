@@ -33,8 +33,8 @@ def test_each_phase_and_each_model_resolves_to_its_trainer():
     from fkd.models import cnn, heatmap, resnet
     from fkd.models.cnn import train
 
-    assert train_stage.trainer("resnet") == ("resnet", resnet.fit)
-    assert train_stage.trainer("heatmap") == ("heatmap", heatmap.fit)
-    assert train_stage.trainer("cnn") == ("cnn", cnn.fit)
-    assert train_stage.trainer("cnn.adam") == ("cnn", train.train_adam)
-    assert train_stage.trainer("cnn.sgd") == ("cnn", train.train_sgd)
+    assert train_stage.trainer("resnet") == ("resnet", resnet, resnet.fit)
+    assert train_stage.trainer("heatmap") == ("heatmap", heatmap, heatmap.fit)
+    assert train_stage.trainer("cnn") == ("cnn", cnn, cnn.fit)
+    assert train_stage.trainer("cnn.adam") == ("cnn", cnn, train.train_adam)
+    assert train_stage.trainer("cnn.sgd") == ("cnn", cnn, train.train_sgd)

@@ -244,13 +244,12 @@ def train_sgd(train: Part, val: Part, p: CnnParams, start_path: str | Path, mode
         result.check("CNN phase 2 (SGD)")
         improved = best_path.exists()  # the checkpoint only saves epochs that beat phase 1
         if improved:
+            log.info("phase 2 improved on phase 1's %.3f px: saving its best epoch (%.3f px)", adam_rmse, result.best_val_rmse)
             model.load_weights(best_path)
         else:
             log.info("phase 2 did not improve on phase 1 (%.3f >= %.3f px): saving phase 1's weights", result.best_val_rmse, adam_rmse)
             model.set_weights(start_weights)
     save_model(model, model_path)
-    log.info("phase 2 (SGD) against phase 1's %.3f px: %s", adam_rmse,
-             "improved" if improved else "no improvement, kept phase 1's weights")
     return SgdResult(**vars(result), adam_val_rmse=adam_rmse, improved_on_adam=bool(improved))
 
 
