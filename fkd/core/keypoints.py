@@ -67,6 +67,11 @@ def index(name: str, names: tuple[str, ...] = KEYPOINT_NAMES) -> int:
     return names.index(name)
 
 
+def point_names(n_coords: int) -> tuple[str, ...]:
+    """The keypoint names of a coordinate layout: the extended one (34) or Kaggle's (30)."""
+    return EXTENDED_NAMES if n_coords == 2 * len(EXTENDED_NAMES) else KEYPOINT_NAMES
+
+
 def flip_permutation(names: tuple[str, ...] = KEYPOINT_NAMES) -> np.ndarray:
     """Point permutation that maps each keypoint to its mirror partner (self for centre points)."""
     perm = np.arange(len(names))

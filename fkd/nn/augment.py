@@ -12,18 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from fkd.nn.torch_params import AugmentParams
-from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_permutation
+from fkd.core.keypoints import flip_permutation, point_names
 
 SIZE = 96
 HALF = (SIZE - 1) / 2  # pixel centres 0..95 <-> normalised -1..1 (align_corners=True)
 
 
-def _point_names(n_coords: int) -> tuple[str, ...]:
-    return EXTENDED_NAMES if n_coords == 2 * len(EXTENDED_NAMES) else KEYPOINT_NAMES
-
-
 def augment_batch(images: torch.Tensor, keypoints: torch.Tensor, p: AugmentParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment float images (B, 1, 96, 96) in [0, 1] and pixel keypoints (B, 2K) with NaN for missing.
+    """Augment float images (B, 1, 96, 96) in [0, 1] and pixel keypoints (B, 2K) with NaN for missing; or
+    (B, S, 2K): S sets of keypoints per image (labels and pseudo-labels, say), all moved with their image.
 
     Random numbers come from ``generator`` (on the images' device) so runs repeat exactly.
     """
@@ -51,12 +48,12 @@ def augment_batch(images: torch.Tensor, keypoints: torch.Tensor, p: AugmentParam
     mean = out.mean(dim=(2, 3), keepdim=True)
     out = ((out - mean) * contrast + mean + brightness).clamp(0, 1)
 
-    names = _point_names(keypoints.shape[1])
-    pts = keypoints.view(b, len(names), 2)
+    names = point_names(keypoints.shape[-1])
+    pts = keypoints.reshape(b, -1, len(names), 2)  # (B, S, K, 2)
     perm = torch.as_tensor(flip_permutation(names), device=dev)
-    pts = torch.where(flip.view(b, 1, 1), pts[:, perm], pts)
+    pts = torch.where(flip.view(b, 1, 1, 1), pts[:, :, perm], pts)
     norm = pts / HALF - 1
-    moved = (norm @ fwd.transpose(1, 2) + shift.unsqueeze(1) + 1) * HALF
-    outside = ((moved < 0) | (moved > SIZE - 1)).any(dim=2, keepdim=True)
+    moved = (norm @ fwd.transpose(1, 2).unsqueeze(1) + shift.view(b, 1, 1, 2) + 1) * HALF
+    outside = ((moved < 0) | (moved > SIZE - 1)).any(dim=3, keepdim=True)
     moved = torch.where(outside, torch.full_like(moved, float("nan")), moved)
-    return out, moved.reshape(b, -1)
+    return out, moved.reshape(keypoints.shape)

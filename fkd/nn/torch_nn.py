@@ -42,11 +42,19 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over finite targets only; 0 (with a zero gradient) when a batch has none."""
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, pseudo: torch.Tensor | None = None, pseudo_weight: float = 0.0) -> torch.Tensor:
+    """Mean squared error over finite targets only; 0 (with a zero gradient) when a batch has none.
+
+    ``pseudo``: pseudo-labels (NaN where none) for coordinates the targets lack, each counted ``pseudo_weight`` times a label.
+    """
     mask = torch.isfinite(target)
     diff = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred))
-    return (diff * diff).sum() / mask.sum().clamp(min=1)
+    if pseudo is None:
+        return (diff * diff).sum() / mask.sum().clamp(min=1)
+    pseudo_mask = torch.isfinite(pseudo) & ~mask
+    pseudo_diff = torch.where(pseudo_mask, pred - torch.nan_to_num(pseudo), torch.zeros_like(pred))
+    total = (diff * diff).sum() + pseudo_weight * (pseudo_diff * pseudo_diff).sum()
+    return total / (mask.sum() + pseudo_weight * pseudo_mask.sum()).clamp(min=1)
 
 
 def to_pixels(outputs: torch.Tensor, normalized: bool) -> torch.Tensor:

@@ -35,6 +35,8 @@ class TorchTrainParams:
     epochs: Positive
     patience: Positive  # epochs without improvement; 0 would stop after the first epoch
     normalize_targets: bool
+    ema_decay: Annotated[float, Range(ge=0, lt=1)]  # 0: off; else validate and save an exponential moving average of the weights
+    pseudo_label_weight: Fraction  # 0: off; else a teacher trained first labels what the training rows lack, at this weight
     bf16: bool  # bfloat16 autocast + channels-last on CUDA
     cpu_bf16: bool  # the same on CPUs with bf16 instructions (AVX512-BF16, AMX); fp32 on other CPUs
     augment: AugmentParams

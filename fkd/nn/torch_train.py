@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,7 @@ import torch
 
 from fkd.nn.augment import augment_batch
 from fkd.core.data import Part
-from fkd.core.keypoints import training_targets
+from fkd.core.keypoints import flip_coords, point_names, training_targets
 from fkd.core.schema import ParamsError
 from fkd.nn.torch_nn import CENTRE, masked_mse, save_checkpoint, to_pixels
 from fkd.nn.torch_params import TorchTrainParams
@@ -91,13 +92,42 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(((pred - torch.nan_to_num(target))[mask] ** 2).mean()))
 
 
+def fit_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
+              model_path: str | Path, live=None) -> TrainResult:
+    """:func:`train_torch`; with ``pseudo_label_weight`` > 0, first a teacher with the same params, whose flip-averaged
+    predictions label what each training row lacks for the student (:func:`pseudo_labels`). Validation rows are never labelled."""
+    if p.pseudo_label_weight == 0:
+        return train_torch(train, val, p, config, build, model_path, live)
+    from safetensors.torch import load_file
+
+    log.info("pseudo-labels: training the teacher")
+    teacher = build(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_torch(train, val, p, config, build, Path(tmp) / "teacher.safetensors")
+        teacher.load_state_dict(load_file(Path(tmp) / "teacher.safetensors"))
+    log.info("pseudo-labels: the teacher's val RMSE is %.3f px", result.best_val_rmse)
+    log.info("pseudo-labels: training the student, the teacher's points weighted %g", p.pseudo_label_weight)
+    return train_torch(train, val, p, config, build, model_path, live, pseudo_labels(teacher, train, p.normalize_targets))
+
+
+def pseudo_labels(model: torch.nn.Module, part: Part, normalized: bool) -> np.ndarray:
+    """``model``'s flip-averaged pixel predictions (N, outputs) where ``part``'s training targets are missing, NaN where labelled."""
+    images = torch.from_numpy(part.images).unsqueeze(1)
+    direct = predict_pixels(model, images, normalized).numpy()
+    mirrored = predict_pixels(model, images.flip(-1), normalized).numpy()
+    names = point_names(direct.shape[1])
+    pred = (direct + flip_coords(mirrored, width=images.shape[-1], names=names)) / 2
+    return np.where(np.isnan(training_targets(part.keypoints, direct.shape[1])), pred, np.nan).astype(np.float32)
+
+
 def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
-                model_path: str | Path, live=None) -> TrainResult:
+                model_path: str | Path, live=None, pseudo: np.ndarray | None = None) -> TrainResult:
     """Train the network ``build(config)`` (``config``: its architecture dict, saved with it) on ``train``, early-stop on ``val`` RMSE, and save
     the best epoch's weights to ``model_path`` as safetensors (:func:`fkd.nn.torch_nn.save_checkpoint`; once, at the end; nothing is
     written if no epoch gave a finite val RMSE: :class:`fkd.nn.train_result.TrainingError`).
 
-    ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there.
+    ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there. ``pseudo``: pixel pseudo-labels
+    (N, outputs) for the training rows, NaN where none, weighted ``p.pseudo_label_weight`` in the loss.
     """
     seed_everything(p.seed, p.threads)
     device = pick_device(p.device, f"{config['arch']}.device")
@@ -107,12 +137,21 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     bf16 = use_bf16(p, device)
     memory_format = torch.channels_last if cuda or bf16 else torch.contiguous_format  # channels-last: faster with bf16 on CPU
     model = model.to(memory_format=memory_format)
+    # What is validated and saved: the weights themselves, or their moving average (buffers too: BN statistics).
+    ema = None
+    if p.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(p.ema_decay), use_buffers=True)
+    kept = ema.module if ema is not None else model
 
     # The whole data set is small (3k-7k faces): keep it on the device as uint8.
     x_train = torch.from_numpy(train.images).unsqueeze(1).to(device)
     y_train = torch.from_numpy(training_targets(train.keypoints, n_outputs)).to(device)
     x_val = torch.from_numpy(val.images).unsqueeze(1).to(device)
     y_val = torch.from_numpy(training_targets(val.keypoints, n_outputs)).to(device)
+    if pseudo is not None:  # labels and pseudo-labels side by side, so that augmentation moves both with their image
+        y_train = torch.stack([y_train, torch.from_numpy(pseudo).to(device)], 1)
 
     steps_per_epoch = max(len(x_train) // p.batch_size, 1)
     opt = make_optimizer(model, p)
@@ -137,11 +176,16 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
             images = images.contiguous(memory_format=memory_format)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs = model(images)
-            loss = masked_mse(outputs.float(), targets)
+            if pseudo is None:
+                loss = masked_mse(outputs.float(), targets)
+            else:
+                loss = masked_mse(outputs.float(), targets[:, 0], targets[:, 1], p.pseudo_label_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.detach())
         if cuda:
             torch.cuda.synchronize()
@@ -149,7 +193,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
         train_time += seconds
         seen += steps_per_epoch * p.batch_size
         train_loss = float(torch.stack(losses).mean())
-        val_rmse = masked_rmse(predict_pixels(model, x_val, p.normalize_targets), y_val)
+        val_rmse = masked_rmse(predict_pixels(kept, x_val, p.normalize_targets), y_val)
         lr = opt.param_groups[0]["lr"]
         improved = val_rmse < best.best_val_rmse  # False for NaN
         log.info("epoch %3d/%d  loss %.5f  val RMSE %.3f px  %6.1f img/s  lr %.2e%s", epoch, p.epochs, train_loss, val_rmse,
@@ -163,7 +207,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
         if improved:
             best.best_val_rmse, best.best_epoch = val_rmse, epoch
             best_state = {k: v.detach().float().cpu().contiguous().clone() if v.is_floating_point() else v.cpu().clone()
-                          for k, v in model.state_dict().items()}
+                          for k, v in kept.state_dict().items()}
         elif epoch - best.best_epoch >= p.patience:
             log.info("early stop: no improvement for %d epochs", p.patience)
             break

@@ -25,7 +25,7 @@ import tensorflow as tf
 from fkd.core.data import IMAGE_SIZE
 from fkd.core.errors import ModelFileError
 from fkd.core.io import save_bytes
-from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, N_COORDS, N_EXTENDED, widen_to_extended
+from fkd.core.keypoints import N_COORDS, N_EXTENDED, widen_to_extended
 from fkd.models.cnn.params import CnnParams
 
 if keras.backend.backend() != "tensorflow":
@@ -114,12 +114,6 @@ def build_model(p: CnnParams, outputs: int, bf16: bool = False) -> keras.Model:
 def precision_of(model: keras.Model) -> str:
     """``bf16`` if any layer of ``model`` computes in bfloat16, else ``fp32`` (:class:`fkd.nn.train_result.TrainResult`)."""
     return "bf16" if any(layer.compute_dtype == "bfloat16" for layer in model.layers) else "fp32"
-
-
-def names_for(outputs: int) -> tuple[str, ...]:
-    """Keypoint names of a model's output layout."""
-    return EXTENDED_NAMES if outputs == 2 * N_EXTENDED else KEYPOINT_NAMES
-
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:

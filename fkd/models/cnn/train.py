@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from fkd.core.data import Part
 from fkd.core.errors import ModelFileError
-from fkd.core.keypoints import flip_permutation, masked_rmse, training_targets
-from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, load_keras, n_outputs, names_for,
+from fkd.core.keypoints import flip_permutation, masked_rmse, point_names, training_targets
+from fkd.models.cnn.network import (EVAL_BATCH, MaskedHuber, MaskedRMSE, build_model, load_keras, n_outputs,
                                     precision_of, save_model)
 from fkd.models.cnn.params import CnnParams
 from fkd.nn.train_result import TrainResult, bf16_here, cpu_threads
@@ -60,7 +60,7 @@ def train_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed
     Targets stay in pixels here (the model's last layer scales to pixels), so a mirrored x is W-1-x exactly as
     in :func:`fkd.core.keypoints.flip_coords`.
     """
-    perm = flip_permutation(names_for(targets.shape[1]))
+    perm = flip_permutation(point_names(targets.shape[1]))
     ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     # One fresh stateless seed per batch, different every epoch but fixed by ``seed``.

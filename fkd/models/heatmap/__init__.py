@@ -22,9 +22,9 @@ def build(p: Params):
 def fit(train, val, p: Params, model_path, live=None):
     """Train on ``train``, early-stop on ``val``, save the best epoch to ``model_path``: a :class:`~fkd.nn.train_result.TrainResult`."""
     from fkd.models.heatmap.network import architecture, build
-    from fkd.nn.torch_train import train_torch
+    from fkd.nn.torch_train import fit_torch
 
-    return train_torch(train, val, p, architecture(p), build, model_path, live)
+    return fit_torch(train, val, p, architecture(p), build, model_path, live)
 
 
 def load(path):

@@ -1,0 +1,68 @@
+"""How much a validation figure owes to near-twins of its faces in the training part.
+
+Each validation face's similarity to the training part is its highest correlation with a training face (both
+downsampled to 48x48, mean removed); frames of one video score far above two different people. The models'
+flip-TTA RMSE is printed per similarity band: a model that is much better on faces with a twin in training is
+partly recognising them, and a split that keeps such faces apart would score it higher.
+
+Usage: python -m benchmarks.val_twins SPLIT_DIR MODEL=PATH ... [--fold K] [--bands 0.7 0.8 0.9] [--json PATH]
+MODEL is a registered model name (its loader reads PATH), e.g. ``heatmap=models/heatmap/0.safetensors``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from benchmarks.report import save_benchmark
+from fkd.core.data import load_fold
+from fkd.evaluation.inference import with_flip_tta
+from fkd.evaluation.metrics import score
+from fkd.models.registry import MODELS
+
+
+def _features(images: np.ndarray) -> np.ndarray:
+    x = images.reshape(len(images), 48, 2, 48, 2).mean(axis=(2, 4)).reshape(len(images), -1).astype(np.float32)
+    x -= x.mean(axis=1, keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
+def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Each validation face's highest correlation with any training face (N_val,)."""
+    train = _features(train_images)
+    val = _features(val_images)
+    return np.concatenate([(val[i : i + chunk] @ train.T).max(axis=1) for i in range(0, len(val), chunk)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("split_dir")
+    ap.add_argument("models", nargs="+", metavar="MODEL=PATH")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--bands", type=float, nargs="+", default=[0.7, 0.8, 0.9], help="similarity band edges")
+    ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
+    args = ap.parse_args()
+    models = []
+    for item in args.models:
+        name, sep, path = item.partition("=")
+        if not sep or name not in MODELS:
+            ap.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
+        models.append((name, with_flip_tta(MODELS[name].module.load(path))))
+    train, val = load_fold(args.split_dir, args.fold)
+    similarity = nearest_similarity(val.images, train.images)
+    predictions = {name: fn(val.images) for name, fn in models}
+    edges = [-1.0, *sorted(args.bands), 1.01]
+    rows = []
+    for lo, hi in [(-1.0, 1.01), *zip(edges[:-1], edges[1:])]:
+        rows_in = (similarity >= lo) & (similarity < hi)
+        band = "all" if lo == -1.0 and hi == 1.01 else (f"< {hi:g}" if lo == -1.0 else f">= {lo:g}" if hi == 1.01 else f"{lo:g}-{hi:g}")
+        row = {"similarity": band, "faces": int(rows_in.sum())}
+        for name, pred in predictions.items():
+            row[f"{name}_tta_rmse"] = round(score(pred[rows_in], val.keypoints[rows_in])["rmse"], 4) if rows_in.any() else None
+        print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        rows.append(row)
+    save_benchmark(args.json, "val_twins", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The torch loop's options beyond plain training: a moving average of the weights, and pseudo-labels from a teacher."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from fkd.core.data import load_fold
+from fkd.core.keypoints import training_targets
+from fkd.core.schema import ParamsError
+from fkd.models.resnet import fit as train_resnet
+from fkd.models.resnet.network import architecture, build, load_model_fn
+from fkd.nn.augment import augment_batch
+from fkd.nn.torch_nn import masked_mse
+from fkd.nn.torch_params import AugmentParams
+from fkd.nn.torch_train import masked_rmse, pseudo_labels
+from tests.test_resnet import tiny_resnet_params
+
+AUGMENT = AugmentParams(flip=True, rotate_deg=10.0, scale=0.08, shift_px=4.0, brightness=0.15, contrast=0.15)
+
+
+@pytest.mark.slow
+def test_an_ema_of_the_weights_is_what_is_validated_and_saved(split_dir, tmp_path):
+    """With ``ema_decay`` the saved file is the moving average the reported val RMSE was measured on, byte-stably."""
+    train, val = load_fold(split_dir)
+    plain = train_resnet(train, val, tiny_resnet_params(epochs=2), tmp_path / "plain.safetensors")
+    p = tiny_resnet_params(epochs=2, ema_decay=0.9)
+    averaged = train_resnet(train, val, p, tmp_path / "a.safetensors")
+    train_resnet(train, val, p, tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "plain.safetensors").read_bytes()
+    assert averaged.best_val_rmse != plain.best_val_rmse
+    pred = torch.from_numpy(load_model_fn(tmp_path / "a.safetensors")(val.images))
+    target = torch.from_numpy(training_targets(val.keypoints, pred.shape[1]))
+    assert masked_rmse(pred, target) == pytest.approx(averaged.best_val_rmse, rel=1e-4)
+
+
+@pytest.mark.parametrize("key, value", [("ema_decay", -0.1), ("ema_decay", 1.0), ("pseudo_label_weight", -0.5),
+                                        ("pseudo_label_weight", 1.5)])
+def test_out_of_range_values_are_refused_naming_the_key(key, value):
+    with pytest.raises(ParamsError, match=rf"resnet\.{key}"):
+        tiny_resnet_params(**{key: value})
+
+
+def test_pseudo_labels_are_weighted_and_never_override_a_label():
+    pred = torch.tensor([[1.0, 2.0, 3.0]])
+    target = torch.tensor([[1.0, float("nan"), float("nan")]])
+    pseudo = torch.tensor([[9.0, 4.0, float("nan")]])  # 9.0 sits where a label is: ignored
+    assert masked_mse(pred, target, pseudo, 0.0) == masked_mse(pred, target) == 0
+    assert masked_mse(pred, target, pseudo, 0.5).item() == pytest.approx(0.5 * 2.0**2 / (1 + 0.5))
+    assert masked_mse(pred, target, pseudo, 1.0).item() == pytest.approx(2.0**2 / 2)
+
+
+def test_labels_and_pseudo_labels_move_with_their_image_exactly_like_labels_alone():
+    images, labels = torch.rand(16, 1, 96, 96), torch.rand(16, 34) * 80 + 8
+    labels[::3, :8] = float("nan")
+    stacked = torch.stack([labels, labels.flip(0)], 1)
+    alone_images, alone = augment_batch(images, labels, AUGMENT, torch.Generator().manual_seed(3))
+    both_images, both = augment_batch(images, stacked, AUGMENT, torch.Generator().manual_seed(3))
+    assert both.shape == stacked.shape and torch.equal(alone_images, both_images)
+    assert torch.equal(torch.nan_to_num(both[:, 0], -1.0), torch.nan_to_num(alone, -1.0))
+    flipped_alone = augment_batch(images, labels.flip(0), AUGMENT, torch.Generator().manual_seed(3))[1]
+    assert torch.equal(torch.nan_to_num(both[:, 1], -1.0), torch.nan_to_num(flipped_alone, -1.0))
+
+
+def test_pseudo_labels_fill_only_what_a_row_lacks(split_dir):
+    train, _ = load_fold(split_dir)
+    p = tiny_resnet_params()
+    torch.manual_seed(0)
+    pseudo = pseudo_labels(build(architecture(p)), train, p.normalize_targets)
+    labels = training_targets(train.keypoints, pseudo.shape[1])
+    assert pseudo.shape == labels.shape and pseudo.dtype == np.float32
+    assert np.array_equal(np.isfinite(pseudo), np.isnan(labels))  # every missing coordinate, and no labelled one
+    assert np.isnan(labels).any(axis=1).mean() > 0.5  # the drawn set's partial rows
+
+
+@pytest.mark.slow
+def test_a_student_is_trained_on_its_teachers_pseudo_labels_byte_stably(split_dir, tmp_path, caplog):
+    train, val = load_fold(split_dir)
+    plain = train_resnet(train, val, tiny_resnet_params(epochs=2), tmp_path / "plain.safetensors")
+    p = tiny_resnet_params(epochs=2, pseudo_label_weight=0.5)
+    with caplog.at_level(logging.INFO, logger="fkd.train_torch"):
+        student = train_resnet(train, val, p, tmp_path / "a.safetensors")
+    log = caplog.text
+    assert "training the teacher" in log and f"teacher's val RMSE is {plain.best_val_rmse:.3f} px" in log
+    assert log.index("training the teacher") < log.index("training the student")
+    assert student.best_val_rmse != plain.best_val_rmse and student.epochs_run == 2
+    train_resnet(train, val, p, tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "plain.safetensors"]
