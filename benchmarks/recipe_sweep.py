@@ -18,7 +18,7 @@ from benchmarks.report import save_benchmark
 from fkd.core.config import load_params, parse_params, to_dict
 from fkd.core.data import load_fold
 from fkd.evaluation.metrics import score
-from fkd.evaluation.inference import with_flip_tta
+from fkd.evaluation.inference import with_tta
 from fkd.core.keypoints import N_EXTENDED
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
@@ -103,7 +103,7 @@ def main() -> None:
             result = train_torch(train, val, p, config, NETWORKS[config["arch"]].build, path, None)
             seconds = time.perf_counter() - start
             fn = NETWORKS[config["arch"]].load_model_fn(path, "cuda" if torch.cuda.is_available() else "cpu")
-            tta = score(with_flip_tta(fn)(val.images), val.keypoints)["rmse"]
+            tta = score(with_tta(fn)(val.images), val.keypoints)["rmse"]
         row = {"name": name, "val_rmse": round(result.best_val_rmse, 4), "val_rmse_tta": round(tta, 4), "best_epoch": result.best_epoch,
                "epochs": p.epochs, "seconds": round(seconds, 1), "img_s": round(result.images_per_second, 1), "device": result.device}
         print(json.dumps(row), flush=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.report import save_benchmark
 from fkd.core.data import load_fold
-from fkd.evaluation.inference import with_flip_tta
+from fkd.evaluation.inference import with_tta
 from fkd.evaluation.metrics import score
 from fkd.models.registry import MODELS
 
@@ -47,7 +47,7 @@ def main() -> None:
         name, sep, path = item.partition("=")
         if not sep or name not in MODELS:
             ap.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
-        models.append((name, with_flip_tta(MODELS[name].module.load(path))))
+        models.append((name, with_tta(MODELS[name].module.load(path))))
     train, val = load_fold(args.split_dir, args.fold)
     similarity = nearest_similarity(val.images, train.images)
     predictions = {name: fn(val.images) for name, fn in models}

@@ -1,4 +1,4 @@
-"""evaluate: every model, the ensemble, flip TTA and a mean-shape baseline, out of fold: each fold's
+"""evaluate: every model, the ensemble, TTA (flip, plus params tta) and a mean-shape baseline, out of fold: each fold's
 validation rows scored by the models of that fold (with one fold, the hold-out).
 
 Usage: python -m stages.evaluate SPLIT_DIR MODELS_DIR METRICS_DIR PLOTS_DIR
@@ -17,17 +17,17 @@ from fkd.core.data import load_fold
 
 def main(argv: list[str]) -> None:
     split_dir, models_dir, metrics_dir, plots_dir = argv
-    p = load_params("split", "ensemble", "evaluate")
+    p = load_params("split", "ensemble", "tta", "evaluate")
     from fkd.evaluation.ensemble import save_weights
     from fkd.evaluation.evaluate import evaluate_models, summary_table, validation_rows
-    from fkd.evaluation.inference import check_fold_models, ensemble_weights, load_model_fn
+    from fkd.evaluation.inference import check_fold_models, ensemble_weights, load_model_fn, transforms_of
     from fkd.evaluation.outputs import write_outputs
     from fkd.models.registry import ENSEMBLE_FILE, MODEL_NAMES
 
     check_fold_models(models_dir, p.split.folds)
     parts = [load_fold(split_dir, k, train_images=False) for k in p.split.folds]  # training labels only: the mean shape
     models = {kind: [load_model_fn(kind, models_dir, k) for k in p.split.folds] for kind in MODEL_NAMES}
-    results, fitted = evaluate_models(models, parts, p.ensemble, p.evaluate.tta_flip)
+    results, fitted = evaluate_models(models, parts, p.ensemble, p.evaluate.tta_flip, transforms_of(p.tta))
     val = validation_rows(parts)
     if fitted is None:
         fitted = {"members": list(p.ensemble.members), "weights": ensemble_weights(p.ensemble), "fitted_on": "params (fixed weights)"}

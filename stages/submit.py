@@ -14,8 +14,8 @@ from fkd.core.config import load_params
 
 def main(argv: list[str]) -> None:
     lookup_csv, prepared_dir, models_dir, split_metrics, out_csv = argv
-    p = load_params("data", "split", "ensemble", "submit")
-    from fkd.evaluation.inference import check_fold_models, load_predictor
+    p = load_params("data", "split", "ensemble", "tta", "submit")
+    from fkd.evaluation.inference import check_fold_models, load_predictor, transforms_of
     from fkd.core.data import read_lookup
     from fkd.core.label_offset import read_offset
     from fkd.evaluation.submit import experiment_message, predict_locations, scheme_b_images, write_submission
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     lookup = read_lookup(lookup_csv)
     test_images = np.load(Path(prepared_dir) / "test_images.npy")
     test_ids = np.load(Path(prepared_dir) / "test_ids.npy")
-    predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip, p.split.folds)
+    predict = load_predictor(p.submit.model, models_dir, p.ensemble, p.submit.tta_flip, p.split.folds, transforms_of(p.tta))
     locations = predict_locations(lookup, test_images, test_ids, predict, label_offset_x)
     write_submission(out_csv, lookup, locations)
     schemes = scheme_b_images(lookup)

@@ -14,7 +14,7 @@ from fkd.core.data import DataError, Part, load_fold
 from fkd.evaluation.evaluate import evaluate_models, evaluate_predictions, mean_shape_fn, model_predictions, variant_predictions
 from fkd.evaluation.metrics import METRIC_KEYS, MetricsSchemaError, check_metrics, inter_ocular, per_image_error, per_keypoint, score
 from fkd.evaluation.outputs import pick_grid_faces
-from fkd.evaluation.inference import with_flip_tta
+from fkd.evaluation.inference import with_tta
 from fkd.core.keypoints import EXTENDED_NAMES, N_EXTENDED, flip_coords, index, to_extended, widen_to_extended
 from fkd.sources.synthetic import MEAN_SHAPE
 from tests.conftest import ROOT, TINY_PARAMS, deep_update
@@ -166,7 +166,7 @@ def spot_images(n: int, seed: int = 0) -> np.ndarray:
 
 def test_tta_leaves_an_equivariant_model_unchanged():
     images = spot_images(5)
-    assert np.allclose(with_flip_tta(equivariant_fn)(images), equivariant_fn(images))
+    assert np.allclose(with_tta(equivariant_fn)(images), equivariant_fn(images))
     assert not np.allclose(equivariant_fn(images), equivariant_fn(images[:, :, ::-1]))  # the test can tell a flip
 
 
@@ -174,7 +174,7 @@ def test_tta_cancels_a_left_right_bias():
     images = spot_images(5, seed=1)
     biased = lambda im: equivariant_fn(im) + np.tile([2.0, 0.0], N_EXTENDED)  # noqa: E731  everything 2 px too far right
     assert np.abs(biased(images) - equivariant_fn(images)).max() == pytest.approx(2.0)
-    assert np.allclose(with_flip_tta(biased)(images), equivariant_fn(images))
+    assert np.allclose(with_tta(biased)(images), equivariant_fn(images))
 
 
 # -- the evaluation with fake model functions ------------------------------------------------------------

@@ -18,7 +18,7 @@ from fkd.core.config import MODEL_NAMES, SECTIONS, ParamsError, load_params, sec
 from tests.conftest import ROOT
 
 #: The sections a params.yaml may have: the pipeline's, with the models' (the folders of fkd/models/, by name) after split.
-ALLOWED = "data, synthetic, split, cnn, heatmap, resnet, ensemble, evaluate, submit"
+ALLOWED = "data, synthetic, split, cnn, heatmap, resnet, ensemble, tta, evaluate, submit"
 
 DATA_STAGES = """
 import json, sys
@@ -92,7 +92,7 @@ def test_a_models_section_is_found_by_its_name_in_its_folder():
 
     folders = sorted(p.parent.name for p in (ROOT / "fkd" / "models").glob("*/__init__.py"))
     assert list(MODEL_NAMES) == folders == sorted(registry.MODEL_NAMES)
-    assert SECTIONS == ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")
+    assert SECTIONS == ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "tta", "evaluate", "submit")
     for name in MODEL_NAMES:
         assert section_class(name) is importlib.import_module(f"fkd.models.{name}").Params
         assert section_class(name).__module__.split(".")[:3] == ["fkd", "models", name]  # declared in its folder

@@ -64,6 +64,19 @@ class EnsembleParams:
             raise rule_error("weights", f"must be 'fitted' or one weight per member ({len(self.members)}), got {list(self.weights)}")
 
 
+#: A test-time turn (degrees) and scale: small, so that the face stays framed like the training faces.
+TurnDegrees = Annotated[float, Range(ge=-30, le=30)]
+TestScale = Annotated[float, Range(ge=0.8, le=1.25)]
+
+
+@dataclass(frozen=True)
+class TTAParams:
+    """Test-time augmentation beyond the flip, wherever evaluate.tta_flip / submit.tta_flip turn TTA on."""
+
+    turns_deg: tuple[TurnDegrees, ...]  # also predict on each face turned by these angles, and turn the points back
+    scales: tuple[TestScale, ...]  # ... and scaled by these factors about its centre
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     tta_flip: bool
@@ -89,8 +102,8 @@ MODEL_NAMES: tuple[str, ...] = tuple(sorted(
     m.name for m in pkgutil.iter_modules([str(Path(__file__).resolve().parents[1] / "models")]) if m.ispkg))
 #: The pipeline's own sections; with the models' (by name) after split.
 PIPELINE_SECTIONS = {"data": DataParams, "synthetic": SyntheticParams, "split": SplitParams,
-                     "ensemble": EnsembleParams, "evaluate": EvaluateParams, "submit": SubmitParams}
-SECTIONS: tuple[str, ...] = ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "evaluate", "submit")
+                     "ensemble": EnsembleParams, "tta": TTAParams, "evaluate": EvaluateParams, "submit": SubmitParams}
+SECTIONS: tuple[str, ...] = ("data", "synthetic", "split", *MODEL_NAMES, "ensemble", "tta", "evaluate", "submit")
 
 
 def section_class(name: str) -> type:

@@ -15,7 +15,7 @@ from fkd.core.config import EnsembleParams
 from fkd.core.data import DataError, Part
 from fkd.core.keypoints import N_COORDS, masked_rmse, to_extended, widen_to_extended
 from fkd.evaluation.ensemble import combine, cross_fitted, fit_weights
-from fkd.evaluation.inference import ModelFn, ensemble_weights, flip_average
+from fkd.evaluation.inference import ModelFn, Transform, ensemble_weights, tta_average
 from fkd.evaluation.metrics import METRIC_KEYS, check_metrics, per_image_error, per_keypoint, score
 from fkd.models.registry import check_predictions
 
@@ -39,25 +39,26 @@ def mean_shape_fn(train_keypoints: np.ndarray) -> ModelFn:
     return predict
 
 
-def model_predictions(model_fn: ModelFn, images: np.ndarray, tta_flip: bool) -> dict[str, np.ndarray]:
-    """One model's predictions, computed once: ``direct`` and, with ``tta_flip``, ``tta`` (see :func:`flip_average`)."""
+def model_predictions(model_fn: ModelFn, images: np.ndarray, tta_flip: bool, transforms: list[Transform] = ()) -> dict[str, np.ndarray]:
+    """One model's predictions, computed once: ``direct`` and, with ``tta_flip``, ``tta`` (flip, plus ``transforms``:
+    :func:`fkd.evaluation.inference.tta_average`)."""
     direct = np.asarray(model_fn(images), dtype=np.float64)
     out = {"direct": direct}
     if tta_flip:
-        mirrored = np.asarray(model_fn(np.ascontiguousarray(images[:, :, ::-1])), dtype=np.float64)
-        out["tta"] = flip_average(direct, mirrored, images.shape[2])
+        out["tta"] = tta_average(model_fn, images, transforms, direct)
     return out
 
 
-def out_of_fold_predictions(fold_fns: list[ModelFn], parts: list[tuple[Part, Part]], tta_flip: bool) -> dict[str, np.ndarray]:
+def out_of_fold_predictions(fold_fns: list[ModelFn], parts: list[tuple[Part, Part]], tta_flip: bool,
+                            transforms: list[Transform] = ()) -> dict[str, np.ndarray]:
     """One model's :func:`model_predictions` on every fold's validation part, by that fold's model
     (``fold_fns[k]`` was trained on ``parts[k]``'s training part), concatenated in fold order."""
-    per_fold = [model_predictions(fn, val.images, tta_flip) for fn, (_, val) in zip(fold_fns, parts, strict=True)]
+    per_fold = [model_predictions(fn, val.images, tta_flip, transforms) for fn, (_, val) in zip(fold_fns, parts, strict=True)]
     return {kind: np.concatenate([pred[kind] for pred in per_fold]) for kind in per_fold[0]}
 
 
 def variant_predictions(base: dict[str, dict[str, np.ndarray]], keypoints: np.ndarray, p: EnsembleParams,
-                        tta_flip: bool) -> tuple[dict[str, np.ndarray], dict | None]:
+                        tta_flip: bool, tta_label: str = "flip TTA") -> tuple[dict[str, np.ndarray], dict | None]:
     """Predictions (N, 34) of every scored variant from each model's :func:`model_predictions` ``base``:
     each model, ``<model>_tta`` with flip TTA, and ``ensemble``/``ensemble_tta`` when every member of
     ``p.members`` is among them.
@@ -81,7 +82,7 @@ def variant_predictions(base: dict[str, dict[str, np.ndarray]], keypoints: np.nd
             for kind in kinds:
                 oof, _ = cross_fitted([base[m][kind] for m in p.members], targets, p.per_keypoint, ENSEMBLE_FOLDS)
                 variants["ensemble" + ("_tta" if kind == "tta" else "")] = oof
-            fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"out-of-fold validation, {'flip TTA' if tta_flip else 'direct'}",
+            fitted = {"members": list(p.members), "weights": weights, "fitted_on": f"out-of-fold validation, {tta_label if tta_flip else 'direct'}",
                       "rmse_in_sample": round(in_sample, 5), "cross_fit_folds": ENSEMBLE_FOLDS}
         else:
             weights = ensemble_weights(p)
@@ -101,14 +102,21 @@ class VariantResult:
 
 
 def evaluate_models(models: dict[str, list[ModelFn]], parts: list[tuple[Part, Part]], p: EnsembleParams,
-                    tta_flip: bool) -> tuple[dict[str, VariantResult], dict | None]:
+                    tta_flip: bool, transforms: list[Transform] = ()) -> tuple[dict[str, VariantResult], dict | None]:
     """Score every variant of :func:`variant_predictions` (plus the mean-shape baseline) out of fold:
     ``models[name][k]`` predicts fold k's validation part ``parts[k][1]``, and the scores are over all
     validation parts together (:func:`validation_rows`; with one fold, the hold-out). Returns the results
     and the fitted ensemble weights (or None)."""
     _check_not_empty(parts)  # before any model is asked to predict nothing
-    base = {name: out_of_fold_predictions(fns, parts, tta_flip) for name, fns in models.items()}
-    return evaluate_predictions(base, parts, p, tta_flip)
+    base = {name: out_of_fold_predictions(fns, parts, tta_flip, transforms) for name, fns in models.items()}
+    return evaluate_predictions(base, parts, p, tta_flip, tta_label(transforms))
+
+
+def tta_label(transforms: list[Transform]) -> str:
+    """What the TTA predictions are, in words: ``flip TTA``, or ``TTA: flip, turns [-5, 5], scales [0.95]``."""
+    turns = [d for s, d in transforms if s == 1.0]
+    scales = [s for s, d in transforms if d == 0.0 and s != 1.0]
+    return "flip TTA" if not transforms else f"TTA: flip, turns {turns}, scales {scales}"
 
 
 def _check_not_empty(parts: list[tuple[Part, Part]]) -> None:
@@ -117,12 +125,12 @@ def _check_not_empty(parts: list[tuple[Part, Part]]) -> None:
 
 
 def evaluate_predictions(base: dict[str, dict[str, np.ndarray]], parts: list[tuple[Part, Part]], p: EnsembleParams,
-                         tta_flip: bool) -> tuple[dict[str, VariantResult], dict | None]:
+                         tta_flip: bool, tta_label: str = "flip TTA") -> tuple[dict[str, VariantResult], dict | None]:
     """:func:`evaluate_models` from each model's out-of-fold predictions ``base[name]``
     (:func:`out_of_fold_predictions`), computed already."""
     _check_not_empty(parts)
     val = validation_rows(parts)
-    predictions, fitted = variant_predictions(base, val.keypoints, p, tta_flip)
+    predictions, fitted = variant_predictions(base, val.keypoints, p, tta_flip, tta_label)
     predictions[MEAN_SHAPE] = np.concatenate([mean_shape_fn(train.keypoints)(part.images) for train, part in parts])
     results = {}
     for name, pred in predictions.items():

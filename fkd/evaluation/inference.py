@@ -1,4 +1,4 @@
-"""One prediction interface over every model: flip test-time augmentation and the ensemble.
+"""One prediction interface over every model: test-time augmentation (flip, turns, scales) and the ensemble.
 
 A *model function* takes uint8 images (N, 96, 96) and returns keypoints (N, 34) in pixels in
 the extended layout of :mod:`fkd.core.keypoints` (15 scheme-A points, then scheme-B nose tip and
@@ -21,13 +21,59 @@ def flip_average(direct: np.ndarray, mirrored: np.ndarray, width: int = 96) -> n
     return (direct + flip_coords(mirrored, width=width, names=EXTENDED_NAMES)) / 2
 
 
-def with_flip_tta(model_fn: ModelFn) -> ModelFn:
-    """Average the prediction on each image with the swapped-back prediction on its mirror."""
+#: A test-time transform: (scale, degrees) about the face's centre; (1.0, 0.0) is the face as it is.
+Transform = tuple[float, float]
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        return flip_average(model_fn(images), model_fn(np.ascontiguousarray(images[:, :, ::-1])), images.shape[2])
 
-    return predict
+def transforms_of(p) -> list[Transform]:
+    """The extra test-time transforms of params section ``tta``: each turn, then each scale, one at a time."""
+    return [(1.0, float(d)) for d in p.turns_deg] + [(float(s), 0.0) for s in p.scales]
+
+
+def _inverse(transform: Transform, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with p = A q + b: the source pixel p (x, y) of pixel q of the face under ``transform``."""
+    scale, degrees = transform
+    t = np.deg2rad(degrees)
+    a = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) / scale  # the inverse of scale * R(t)
+    centre = np.full(2, (size - 1) / 2)
+    return a, centre - a @ centre
+
+
+def warp_faces(images: np.ndarray, transform: Transform) -> np.ndarray:
+    """uint8 faces (N, H, W) scaled and turned (clockwise on screen for positive degrees) about their centre; edges extended."""
+    from scipy.ndimage import affine_transform
+
+    a, b = _inverse(transform, images.shape[2])
+    swap = np.array([[0, 1], [1, 0]])  # (x, y) <-> (row, col)
+    matrix = np.eye(3)
+    matrix[1:, 1:] = swap @ a @ swap
+    out = affine_transform(images.astype(np.float32), matrix, offset=np.r_[0.0, swap @ b], order=1, mode="nearest")
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def unwarp_points(points: np.ndarray, transform: Transform, size: int = 96) -> np.ndarray:
+    """Keypoints (N, 2K) predicted on :func:`warp_faces` output, back in the original faces' pixels."""
+    a, b = _inverse(transform, size)
+    pts = np.asarray(points, dtype=np.float64).reshape(len(points), -1, 2)
+    return (pts @ a.T + b).reshape(len(points), -1)
+
+
+def tta_average(model_fn: ModelFn, images: np.ndarray, transforms: list[Transform] = (), direct: np.ndarray | None = None) -> np.ndarray:
+    """Test-time augmentation: the mean over the face as it is and under each of ``transforms`` of the mean of
+    the prediction and the swapped-back prediction on the mirror, each mapped back. ``direct``: model_fn(images), if known."""
+    def flipped(faces: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        first = np.asarray(model_fn(faces), dtype=np.float64) if first is None else first
+        mirrored = np.asarray(model_fn(np.ascontiguousarray(faces[:, :, ::-1])), dtype=np.float64)
+        return flip_average(first, mirrored, faces.shape[2])
+
+    averaged = [flipped(images, direct)]
+    averaged += [unwarp_points(flipped(warp_faces(images, t)), t, images.shape[2]) for t in transforms]
+    return averaged[0] if len(averaged) == 1 else np.mean(averaged, axis=0)
+
+
+def with_tta(model_fn: ModelFn, transforms: list[Transform] = ()) -> ModelFn:
+    """``model_fn`` with :func:`tta_average`: flip, plus ``transforms`` (:func:`transforms_of` params ``tta``)."""
+    return lambda images: tta_average(model_fn, images, transforms)
 
 
 def ensemble(model_fns: list[ModelFn], weights) -> ModelFn:
@@ -91,14 +137,15 @@ def fold_average(fold_fns: list[ModelFn]) -> ModelFn:
     return predict
 
 
-def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip: bool = True, folds=(0,)) -> ModelFn:
+def load_predictor(kind: str, models_dir: str | Path, ensemble_params, tta_flip: bool = True, folds=(0,),
+                   transforms: list[Transform] = ()) -> ModelFn:
     """Model function for one model or ``ensemble`` (members and weights from params ``ensemble``), each
-    model the average of its ``folds``' models, with optional flip TTA."""
+    model the average of its ``folds``' models, with optional TTA (:func:`with_tta`: flip, plus ``transforms``)."""
     check_model_names(kind, "submit.model", extra=("ensemble",))
 
     def averaged(k: str) -> ModelFn:
         fn = fold_average([load_model_fn(k, models_dir, fold) for fold in folds])
-        return with_flip_tta(fn) if tta_flip else fn
+        return with_tta(fn, transforms) if tta_flip else fn
 
     if kind == "ensemble":
         weights = ensemble_weights(ensemble_params, models_dir)

@@ -126,12 +126,14 @@ def check_overwrites(targets: list[Path]) -> None:
 def load_model(args: argparse.Namespace):
     """The ModelFn that args/params pick, loaded once."""
     from fkd.core.config import load_params
-    from fkd.evaluation.inference import load_predictor
+    from fkd.evaluation.evaluate import tta_label
+    from fkd.evaluation.inference import load_predictor, transforms_of
 
-    params = load_params("split", "ensemble", "submit", path=args.params)
+    params = load_params("split", "ensemble", "tta", "submit", path=args.params)
     kind = args.model or params.submit.model
-    model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip, params.split.folds)
-    log.info("model: %s from %s (flip TTA %s)", kind, args.models, "on" if params.submit.tta_flip else "off")
+    transforms = transforms_of(params.tta)
+    model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip, params.split.folds, transforms)
+    log.info("model: %s from %s (%s)", kind, args.models, tta_label(transforms) if params.submit.tta_flip else "no TTA")
     return model_fn
 
 
