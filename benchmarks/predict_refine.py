@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--model", choices=[*MODEL_NAMES, "ensemble"], help="default: params.yaml submit.model")
     who.add_argument("--oracle", action="store_true", help="predict the true keypoints of each crop (checks the geometry)")
     ap.add_argument("--models", default="models")
-    ap.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation (default: params submit.tta_flip)")
+    ap.add_argument("--no-tta", action="store_true", help="no test-time augmentation (default: params submit.tta_flip, with the tta section's views)")
     ap.add_argument("--detector", choices=detect.DETECTORS, default=detect.DEFAULT_DETECTOR)
     ap.add_argument("--box-jitter", type=float, default=0.0,
                     help="move each detected box by up to this fraction of its width and scale it by up to 1 +- this (a loose hand-drawn box)")
@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     model_fn, figures = None, []
     if not args.oracle and not args.calibrate:
         from fkd.core.config import load_params
-        from fkd.evaluation.inference import load_predictor
+        from fkd.evaluation.inference import load_predictor, transforms_of
 
-        params = load_params("ensemble", "submit", "split")
+        params = load_params("ensemble", "tta", "submit", "split")
         kind = args.model or params.submit.model
-        model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip and not args.no_tta, params.split.folds)
+        model_fn = load_predictor(kind, args.models, params.ensemble, params.submit.tta_flip and not args.no_tta, params.split.folds,
+                                  transforms_of(params.tta))
         framed = model_fn(part.images[order]).reshape(len(order), N_EXTENDED, 2)
         in_frame = np.mean([nme(scheme_points(p, t), t) for p, t in zip(framed, truth_ext)])
         print(f"model {kind}: NME on the original 96x96 faces {in_frame:.4f}")
