@@ -183,7 +183,7 @@ def metric_decimals(key: str) -> int:
 
 
 def summary(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
-    """Each model and the ensemble: RMSE, with flip TTA, PCK@0.05 with flip TTA."""
+    """Each model and the ensemble: RMSE, with TTA, PCK@0.05 with TTA."""
     metrics = evaluate_metrics(base)
     rows = []
     for name, m in metrics.items():
@@ -191,7 +191,7 @@ def summary(root: Path, base: Path, doc_dir: Path) -> tuple[str, str]:
             continue
         tta = metrics.get(f"{name}_tta", {})
         rows.append([f"`{name}`", fmt(m.get("rmse"), 3), fmt(tta.get("rmse"), 3), fmt(tta.get("pck_05", m.get("pck_05")), 3)])
-    header = ["variant", "RMSE (px)", "with flip TTA", "PCK@0.05"]
+    header = ["variant", "RMSE (px)", "with TTA", "PCK@0.05"]
     return provenance(root, base, list((base / "metrics/evaluate").glob("*.json")), "metrics/evaluate/*.json"), table(header, rows)
 
 

@@ -18,6 +18,7 @@ def main(argv: list[str]) -> None:
     from fkd.evaluation.inference import check_fold_models, load_predictor, transforms_of
     from fkd.core.data import read_lookup
     from fkd.core.label_offset import read_offset
+    from fkd.evaluation.evaluate import tta_label
     from fkd.evaluation.submit import experiment_message, predict_locations, scheme_b_images, write_submission
 
     check_fold_models(models_dir, p.split.folds)
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> None:
     schemes = scheme_b_images(lookup)
     log.info("wrote %s: %d rows for %d test images (%d in scheme B, 8 features; %d in scheme A), model %s%s, "
              "label offset %+.2f px", out_csv, len(lookup), len(schemes), sum(schemes.values()),
-             len(schemes) - sum(schemes.values()), p.submit.model, " + flip TTA" if p.submit.tta_flip else "", label_offset_x)
+             len(schemes) - sum(schemes.values()), p.submit.model, f" + {tta_label(transforms_of(p.tta))}" if p.submit.tta_flip else "", label_offset_x)
     if p.submit.upload:
         from fkd.sources.kaggle_client import submit_to_kaggle
 

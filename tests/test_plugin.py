@@ -122,7 +122,7 @@ def test_a_fourth_model_is_a_folder_one_registry_entry_a_params_section_and_a_ma
     ensemble_csv = (trained_copy / "submission.csv").read_text()
     log = dvc_log("exp", "run", "-S", "submit.model=tiny", cwd=trained_copy)
     assert stages_run(log) == {"submit"}, log
-    assert "model tiny + flip TTA" in log
+    assert "model tiny + TTA: flip, turns [-5.0, 5.0]" in log
     submission = (trained_copy / "submission.csv").read_text()
     rows, ensemble_rows = submission.splitlines(), ensemble_csv.splitlines()
     assert rows[0] == ensemble_rows[0] and len(rows) == len(ensemble_rows) and rows != ensemble_rows  # tiny's locations
@@ -130,4 +130,4 @@ def test_a_fourth_model_is_a_folder_one_registry_entry_a_params_section_and_a_ma
     log = dvc_log("exp", "run", "-S", "submit.model=ensemble", "-S", "ensemble.members=[resnet,tiny]", cwd=trained_copy)
     assert stages_run(log) == {"evaluate", "submit"}, log  # an ensemble member too: refitted, nothing retrains
     assert json.loads((trained_copy / "models/ensemble.json").read_text())["members"] == ["resnet", "tiny"]
-    assert "model ensemble + flip TTA" in log
+    assert "model ensemble + TTA: flip, turns [-5.0, 5.0]" in log

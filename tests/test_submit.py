@@ -139,7 +139,7 @@ def test_check_submission_rejects_what_kaggle_would(lookup_case):
 
 def test_submission_message_names_the_experiment():
     assert submission_message("fkd run", "ensemble", True, "lofty-hare", "abc1234") == \
-        "fkd run; model ensemble + flip TTA; exp lofty-hare; commit abc1234"
+        "fkd run; model ensemble + TTA; exp lofty-hare; commit abc1234"
     assert submission_message("", "resnet", False) == "fkd submission; model resnet"
 
 
@@ -172,7 +172,7 @@ def test_stage_writes_and_uploads_with_the_experiment_name(kaggle_server, synthe
     check_submission(text, read_lookup(synthetic_raw / "IdLookupTable.csv"))
     (sub,) = kaggle_server.submissions
     assert sub.content == text.encode() and sub.competition == COMPETITION
-    assert sub.message.startswith("tiny run; model resnet + flip TTA; exp tiny-exp")
+    assert sub.message.startswith("tiny run; model resnet + TTA; exp tiny-exp")
     assert kaggle_server.key not in proc.stdout + proc.stderr
 
 

@@ -113,7 +113,7 @@ def git_commit(cwd: str | Path = ".") -> str | None:
 
 def submission_message(message: str, model: str, tta_flip: bool, exp_name: str | None = None, commit: str | None = None) -> str:
     """Kaggle's submission description: params ``submit.message``, the model, and the experiment and commit it came from."""
-    parts = [message.strip() or "fkd submission", f"model {model}{' + flip TTA' if tta_flip else ''}"]
+    parts = [message.strip() or "fkd submission", f"model {model}{' + TTA' if tta_flip else ''}"]
     if exp_name:
         parts.append(f"exp {exp_name}")
     if commit:
