@@ -88,6 +88,20 @@ def save_benchmark(path: str | Path | None, benchmark: str, rows: list[dict], **
     save_json(path, {"benchmark": benchmark, **record(ROOT, command.strip()), "rows": rows, **extra})
 
 
+def named_models(parser, items: list[str]) -> list[tuple[str, object]]:
+    """A benchmark's ``MODEL=PATH`` arguments as (name, model function) pairs, MODEL a registered model name
+    (its loader reads PATH); anything else is ``parser.error`` naming the argument."""
+    from fkd.models.registry import MODELS
+
+    models = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in MODELS:
+            parser.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
+        models.append((name, MODELS[name].module.load(path)))
+    return models
+
+
 # ---------------------------------------------------------------- reading sources
 
 

@@ -12,11 +12,10 @@ import time
 
 import numpy as np
 
-from benchmarks.report import save_benchmark
+from benchmarks.report import named_models, save_benchmark
 from fkd.core.data import load_fold
 from fkd.evaluation.inference import tta_average
 from fkd.evaluation.metrics import score
-from fkd.models.registry import MODELS
 
 #: name -> the views beyond the flip, (scale, degrees) as :func:`fkd.evaluation.inference.transforms_of` makes them
 VIEWS = {
@@ -36,12 +35,7 @@ def main() -> None:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
-    models = []
-    for item in args.models:
-        name, sep, path = item.partition("=")
-        if not sep or name not in MODELS:
-            ap.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
-        models.append((name, MODELS[name].module.load(path)))
+    models = named_models(ap, args.models)
     _, val = load_fold(args.split_dir, args.fold, train_images=False)
     rows = []
     for name, fn in models:

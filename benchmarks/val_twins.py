@@ -14,11 +14,10 @@ import argparse
 
 import numpy as np
 
-from benchmarks.report import save_benchmark
+from benchmarks.report import named_models, save_benchmark
 from fkd.core.data import load_fold
 from fkd.evaluation.inference import with_tta
 from fkd.evaluation.metrics import score
-from fkd.models.registry import MODELS
 
 
 def _features(images: np.ndarray) -> np.ndarray:
@@ -42,12 +41,7 @@ def main() -> None:
     ap.add_argument("--bands", type=float, nargs="+", default=[0.7, 0.8, 0.9], help="similarity band edges")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
-    models = []
-    for item in args.models:
-        name, sep, path = item.partition("=")
-        if not sep or name not in MODELS:
-            ap.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
-        models.append((name, with_tta(MODELS[name].module.load(path))))
+    models = [(name, with_tta(fn)) for name, fn in named_models(ap, args.models)]
     train, val = load_fold(args.split_dir, args.fold)
     similarity = nearest_similarity(val.images, train.images)
     predictions = {name: fn(val.images) for name, fn in models}
