@@ -89,16 +89,18 @@ def save_benchmark(path: str | Path | None, benchmark: str, rows: list[dict], **
 
 
 def named_models(parser, items: list[str]) -> list[tuple[str, object]]:
-    """A benchmark's ``MODEL=PATH`` arguments as (name, model function) pairs, MODEL a registered model name
-    (its loader reads PATH); anything else is ``parser.error`` naming the argument."""
+    """A benchmark's ``MODEL=PATH`` or ``MODEL:LABEL=PATH`` arguments as (label, model function) pairs, MODEL a registered
+    model name (its loader reads PATH; the label defaults to it, and tells two files of one model apart); anything else is
+    ``parser.error`` naming the argument."""
     from fkd.models.registry import MODELS
 
     models = []
     for item in items:
-        name, sep, path = item.partition("=")
+        named, sep, path = item.partition("=")
+        name, _, label = named.partition(":")
         if not sep or name not in MODELS:
-            parser.error(f"{item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)}")
-        models.append((name, MODELS[name].module.load(path)))
+            parser.error(f"{item!r}: give MODEL=PATH or MODEL:LABEL=PATH with MODEL one of {', '.join(MODELS)}")
+        models.append((label or name, MODELS[name].module.load(path)))
     return models
 
 

@@ -2,8 +2,9 @@
 
 The views are the ``tta`` section's (:func:`fkd.evaluation.inference.tta_average`); nothing is trained.
 
-Usage: python -m benchmarks.tta_views SPLIT_DIR MODEL=PATH ... [--fold K] [--json PATH]
-MODEL is a registered model name (its loader reads PATH), e.g. ``heatmap=models/heatmap/0.safetensors``.
+Usage: python -m benchmarks.tta_views SPLIT_DIR MODEL[:LABEL]=PATH ... [--fold K] [--json PATH]
+MODEL is a registered model name (its loader reads PATH), e.g. ``heatmap=models/heatmap/0.safetensors``; a LABEL names
+the rows of one file, to compare two files of one model (``heatmap:map_loss=...``).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ VIEWS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("split_dir")
-    ap.add_argument("models", nargs="+", metavar="MODEL=PATH")
+    ap.add_argument("models", nargs="+", metavar="MODEL[:LABEL]=PATH")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
             rows.append({"model": name, "views": label, "predictions per face": 2 * (1 + len(transforms)),
                          "val_rmse": round(score(pred, val.keypoints)["rmse"], 4)})
         for row in rows[-1 - len(VIEWS):]:
-            print(f"{row['model']:8s} {row['views']:38s} x{row['predictions per face']:<3d} RMSE {row['val_rmse']:.4f} px", flush=True)
+            print(f"{row['model']:12s} {row['views']:38s} x{row['predictions per face']:<3d} RMSE {row['val_rmse']:.4f} px", flush=True)
         print(f"{name}: {len(val.images)} faces, one prediction of all of them {one_view:.1f} s", flush=True)
     save_benchmark(args.json, "tta_views", rows)
 

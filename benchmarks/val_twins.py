@@ -5,7 +5,7 @@ downsampled to 48x48, mean removed); frames of one video score far above two dif
 flip-TTA RMSE is printed per similarity band: a model that is much better on faces with a twin in training is
 partly recognising them, and a split that keeps such faces apart would score it higher.
 
-Usage: python -m benchmarks.val_twins SPLIT_DIR MODEL=PATH ... [--fold K] [--bands 0.7 0.8 0.9] [--json PATH]
+Usage: python -m benchmarks.val_twins SPLIT_DIR MODEL[:LABEL]=PATH ... [--fold K] [--bands 0.7 0.8 0.9] [--json PATH]
 MODEL is a registered model name (its loader reads PATH), e.g. ``heatmap=models/heatmap/0.safetensors``.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray, chunk: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("split_dir")
-    ap.add_argument("models", nargs="+", metavar="MODEL=PATH")
+    ap.add_argument("models", nargs="+", metavar="MODEL[:LABEL]=PATH")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--bands", type=float, nargs="+", default=[0.7, 0.8, 0.9], help="similarity band edges")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")

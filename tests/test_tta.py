@@ -66,3 +66,21 @@ def test_the_tta_section_is_typed_and_range_checked():
         bad["tta"][key] = value
         with pytest.raises(ParamsError, match=rf"tta\.{key}"):
             parse_params(bad)
+
+
+def test_benchmark_model_arguments_take_an_optional_label_and_refuse_an_unknown_model(tmp_path):
+    import argparse
+
+    from benchmarks.report import named_models
+    from fkd.models.heatmap.network import build
+    from fkd.nn.torch_nn import save_checkpoint
+    from tests.test_safe_models import TINY_HEATMAP
+
+    save_checkpoint(tmp_path / "h.safetensors", build(TINY_HEATMAP).state_dict(), TINY_HEATMAP)
+    path = tmp_path / "h.safetensors"
+    parser = argparse.ArgumentParser()
+    models = named_models(parser, [f"heatmap={path}", f"heatmap:map_loss={path}"])
+    assert [label for label, _ in models] == ["heatmap", "map_loss"]
+    assert models[1][1](np.zeros((2, 96, 96), np.uint8)).shape == (2, 34)
+    with pytest.raises(SystemExit):
+        named_models(parser, [f"nomodel={path}"])

@@ -22,6 +22,9 @@ from fkd.nn.train_result import TrainResult, bf16_here, cpu_threads
 
 log = logging.getLogger("fkd.train_torch")
 
+#: A model's own loss term: (the model after its training forward, the batch's labels) -> a scalar.
+ExtraLoss = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
 
 def pick_device(name: str, key: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; otherwise the named device (a ParamsError naming ``key`` if it is not there)."""
@@ -93,21 +96,21 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def fit_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
-              model_path: str | Path, live=None) -> TrainResult:
+              model_path: str | Path, live=None, extra_loss: ExtraLoss | None = None) -> TrainResult:
     """:func:`train_torch`; with ``pseudo_label_weight`` > 0, first a teacher with the same params, whose flip-averaged
     predictions label what each training row lacks for the student (:func:`pseudo_labels`). Validation rows are never labelled."""
     if p.pseudo_label_weight == 0:
-        return train_torch(train, val, p, config, build, model_path, live)
+        return train_torch(train, val, p, config, build, model_path, live, extra_loss=extra_loss)
     from safetensors.torch import load_file
 
     log.info("pseudo-labels: training the teacher")
     teacher = build(config)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_torch(train, val, p, config, build, Path(tmp) / "teacher.safetensors")
+        result = train_torch(train, val, p, config, build, Path(tmp) / "teacher.safetensors", extra_loss=extra_loss)
         teacher.load_state_dict(load_file(Path(tmp) / "teacher.safetensors"))
     log.info("pseudo-labels: the teacher's val RMSE is %.3f px", result.best_val_rmse)
     log.info("pseudo-labels: training the student, the teacher's points weighted %g", p.pseudo_label_weight)
-    return train_torch(train, val, p, config, build, model_path, live, pseudo_labels(teacher, train, p.normalize_targets))
+    return train_torch(train, val, p, config, build, model_path, live, pseudo_labels(teacher, train, p.normalize_targets), extra_loss)
 
 
 def pseudo_labels(model: torch.nn.Module, part: Part, normalized: bool) -> np.ndarray:
@@ -121,13 +124,14 @@ def pseudo_labels(model: torch.nn.Module, part: Part, normalized: bool) -> np.nd
 
 
 def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: Callable[[dict], torch.nn.Module],
-                model_path: str | Path, live=None, pseudo: np.ndarray | None = None) -> TrainResult:
+                model_path: str | Path, live=None, pseudo: np.ndarray | None = None, extra_loss: ExtraLoss | None = None) -> TrainResult:
     """Train the network ``build(config)`` (``config``: its architecture dict, saved with it) on ``train``, early-stop on ``val`` RMSE, and save
     the best epoch's weights to ``model_path`` as safetensors (:func:`fkd.nn.torch_nn.save_checkpoint`; once, at the end; nothing is
     written if no epoch gave a finite val RMSE: :class:`fkd.nn.train_result.TrainingError`).
 
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there. ``pseudo``: pixel pseudo-labels
-    (N, outputs) for the training rows, NaN where none, weighted ``p.pseudo_label_weight`` in the loss.
+    (N, outputs) for the training rows, NaN where none, weighted ``p.pseudo_label_weight`` in the loss. ``extra_loss(model, labels)``:
+    a model's own term added to the loss of each step (labels as the outputs, normalised when they are; NaN where missing).
     """
     seed_everything(p.seed, p.threads)
     device = pick_device(p.device, f"{config['arch']}.device")
@@ -180,6 +184,8 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
                 loss = masked_mse(outputs.float(), targets)
             else:
                 loss = masked_mse(outputs.float(), targets[:, 0], targets[:, 1], p.pseudo_label_weight)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, targets if pseudo is None else targets[:, 0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -21,10 +21,13 @@ def build(p: Params):
 
 def fit(train, val, p: Params, model_path, live=None):
     """Train on ``train``, early-stop on ``val``, save the best epoch to ``model_path``: a :class:`~fkd.nn.train_result.TrainResult`."""
-    from fkd.models.heatmap.network import architecture, build
+    from functools import partial
+
+    from fkd.models.heatmap.network import architecture, build, map_loss
     from fkd.nn.torch_train import fit_torch
 
-    return fit_torch(train, val, p, architecture(p), build, model_path, live)
+    extra_loss = partial(map_loss, weight=p.map_loss_weight, sigma_px=p.map_sigma_px) if p.map_loss_weight > 0 else None
+    return fit_torch(train, val, p, architecture(p), build, model_path, live, extra_loss)
 
 
 def load(path):

@@ -59,6 +59,7 @@ class HeatmapNet(nn.Module):
         self.smooth = nn.Sequential(nn.Conv2d(decoder_channels, decoder_channels, 3, 1, 1, bias=False),
                                     nn.BatchNorm2d(decoder_channels), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(decoder_channels, n_points, 1)
+        self.training_maps: torch.Tensor | None = None  # the last training forward's maps, for map_loss
 
     def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H, W) at ``heatmap_stride``."""
@@ -77,14 +78,45 @@ class HeatmapNet(nn.Module):
         logits = self.heatmaps(x).float()
         b, k, h, w = logits.shape
         prob = torch.softmax(logits.view(b, k, h * w), dim=-1).view(b, k, h, w)
-        # the centre of heatmap cell j, in input pixels (pixel centres at 0..95)
-        s = self.heatmap_stride
-        xs = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) * s - 0.5
-        ys = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) * s - 0.5
+        if self.training:
+            self.training_maps = prob
+        xs, ys = cell_centres(w, self.heatmap_stride, prob), cell_centres(h, self.heatmap_stride, prob)
         px = (prob.sum(dim=2) * xs).sum(dim=-1)
         py = (prob.sum(dim=3) * ys).sum(dim=-1)
         coords = torch.stack([px, py], dim=-1).reshape(b, 2 * k)
         return (coords - CENTRE) / CENTRE if self.normalized else coords
+
+
+def cell_centres(n: int, stride: int, like: torch.Tensor) -> torch.Tensor:
+    """The centres of ``n`` heatmap cells along one axis, in input pixels (pixel centres at 0..95)."""
+    return (torch.arange(n, device=like.device, dtype=like.dtype) + 0.5) * stride - 0.5
+
+
+def map_loss(model: HeatmapNet, targets: torch.Tensor, weight: float, sigma_px: float) -> torch.Tensor:
+    """``weight`` times the mean Jensen-Shannon divergence between each map of ``model``'s last training forward and a Gaussian
+    of ``sigma_px`` at its label (the DSNT regulariser, Nibali et al. 2018), over the points whose x and y are labelled.
+
+    ``targets``: (B, 2K) as the model outputs them (normalised when it is). Soft-argmax alone lets a map take any shape with the
+    right mean; this keeps it one compact blob at the label.
+    """
+    prob = model.training_maps
+    model.training_maps = None
+    b, k, h, w = prob.shape
+    xy = targets.view(b, k, 2) * CENTRE + CENTRE if model.normalized else targets.view(b, k, 2)
+    labelled = torch.isfinite(xy).all(dim=-1)
+    xy = torch.nan_to_num(xy)
+    s = model.heatmap_stride
+    gx = torch.exp(-((cell_centres(w, s, prob) - xy[..., :1]) ** 2) / (2 * sigma_px**2))  # (B, K, W)
+    gy = torch.exp(-((cell_centres(h, s, prob) - xy[..., 1:]) ** 2) / (2 * sigma_px**2))  # (B, K, H)
+    gauss = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+    gauss = gauss / gauss.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
+    mid = (prob + gauss) / 2
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        return (a * (torch.log(a + 1e-12) - torch.log(mid + 1e-12))).sum(dim=(-2, -1))
+
+    js = 0.5 * kl(prob) + 0.5 * kl(gauss)
+    return weight * ((js * labelled).sum() / labelled.sum().clamp(min=1))
 
 
 def architecture(p: HeatmapParams) -> dict:
