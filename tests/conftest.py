@@ -37,6 +37,16 @@ def deep_update(base: dict, new: dict) -> dict:
     return base
 
 
+def tiny_params(section: str, **overrides):
+    """Section ``section`` of params.yaml with :data:`TINY_PARAMS` and then ``overrides`` merged in, checked like the file."""
+    from fkd.core.config import load_params, parse_params, to_dict
+
+    raw = to_dict(load_params(ROOT / "params.yaml"))
+    deep_update(raw, {section: TINY_PARAMS.get(section, {})})
+    deep_update(raw, {section: overrides})
+    return getattr(parse_params(raw, section), section)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command, returning its output; on failure the assertion shows stdout and stderr."""
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)

@@ -4,20 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fkd.core.config import ParamsError, load_params, parse_params, to_dict
+from fkd.core.config import ParamsError
 from fkd.core.data import load_fold
 from fkd.core.keypoints import EXTENDED_NAMES, KEYPOINT_NAMES, flip_coords, flip_permutation, index, to_extended
 from fkd.models.cnn.network import MaskedHuber, MaskedRMSE, build_model, load_model_fn, save_model
 from fkd.models.cnn.train import flip_batch, targets_for, train_adam, train_dataset, train_sgd
 from fkd.sources.synthetic import draw_face
-from tests.conftest import ROOT, TINY_PARAMS, deep_update
-
-
-def tiny_params(**cnn):
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"cnn": TINY_PARAMS["cnn"]})
-    deep_update(raw, {"cnn": cnn})
-    return parse_params(raw).cnn
+from tests.conftest import tiny_params
 
 
 def huber(err, delta):
@@ -64,7 +57,7 @@ def test_forward_fill_takes_missing_values_from_the_previous_row():
 
 @pytest.mark.parametrize("scheme_heads,outputs", [(True, 34), (False, 30)])
 def test_model_shapes_and_saved_model_fn_gives_34_pixels(tmp_path, scheme_heads, outputs):
-    p = tiny_params(scheme_heads=scheme_heads)
+    p = tiny_params("cnn", scheme_heads=scheme_heads)
     model = build_model(p, outputs)
     assert model.output_shape == (None, outputs)
     assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == list(p.filters)
@@ -81,7 +74,7 @@ def test_model_shapes_and_saved_model_fn_gives_34_pixels(tmp_path, scheme_heads,
 
 def test_mismatched_dropout_list_is_a_params_error():
     with pytest.raises(ParamsError, match="cnn.dropout"):
-        tiny_params(dropout=[0.1, 0.1])  # checked with the params, before any model is built
+        tiny_params("cnn", dropout=[0.1, 0.1])  # checked with the params, before any model is built
 
 
 def test_flip_lands_keypoints_on_the_flipped_features():
@@ -123,7 +116,7 @@ def test_flip_pipeline_mirrors_some_images_with_their_keypoints(names):
 @pytest.mark.slow
 def test_adam_phase_is_deterministic_for_a_seed(split_dir, tmp_path):
     train, val = load_fold(split_dir)
-    p = tiny_params()
+    p = tiny_params("cnn")
     first = train_adam(train, val, p, tmp_path / "a.keras")
     second = train_adam(train, val, p, tmp_path / "b.keras")
     assert first.best_val_rmse == second.best_val_rmse
@@ -135,7 +128,7 @@ def test_sgd_phase_starts_from_the_adam_model_and_keeps_it_without_improvement(s
     import keras
 
     train, val = load_fold(split_dir)
-    p = tiny_params()
+    p = tiny_params("cnn")
     adam = train_adam(train, val, p, tmp_path / "adam.keras")
     assert adam.epochs_run == 1 and np.isfinite(adam.best_val_rmse)
     phase1 = load_model_fn(tmp_path / "adam.keras")(val.images)
@@ -161,14 +154,14 @@ def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phas
 
     from fkd.nn.train_result import cpu_has_native_bf16
 
-    model = build_model(tiny_params(), 34, bf16=True)
+    model = build_model(tiny_params("cnn"), 34, bf16=True)
     assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("dense1").compute_dtype == "bfloat16"
     assert model.get_layer("conv1").variable_dtype == "float32"  # mixed: the weights stay float32
     assert model.get_layer("normalised_keypoints").compute_dtype == "float32" and model.output.dtype == "float32"
-    assert all(layer.compute_dtype == "float32" for layer in build_model(tiny_params(), 34).layers)
+    assert all(layer.compute_dtype == "float32" for layer in build_model(tiny_params("cnn"), 34).layers)
 
     train, val = load_fold(split_dir)
-    p = tiny_params(bf16=True)
+    p = tiny_params("cnn", bf16=True)
     native = cpu_has_native_bf16()  # elsewhere bf16 would only be emulated (slower): float32 there
     adam = train_adam(train, val, p, tmp_path / "adam.keras")
     again = train_adam(train, val, p, tmp_path / "again.keras")
@@ -176,11 +169,11 @@ def test_bf16_computes_hidden_layers_in_bfloat16_keeps_the_head_float32_and_phas
     assert (tmp_path / "adam.keras").read_bytes() == (tmp_path / "again.keras").read_bytes()
     saved = keras.models.load_model(tmp_path / "adam.keras", compile=False)
     assert saved.get_layer("conv2").compute_dtype == ("bfloat16" if native else "float32")
-    sgd = train_sgd(train, val, tiny_params(), tmp_path / "adam.keras", tmp_path / "sgd.keras")  # cnn.bf16 off here
+    sgd = train_sgd(train, val, tiny_params("cnn"), tmp_path / "adam.keras", tmp_path / "sgd.keras")  # cnn.bf16 off here
     assert sgd.precision == adam.precision  # phase 2 fine-tunes the saved model as it was built
     pred = load_model_fn(tmp_path / "sgd.keras")(val.images[:3])
     assert pred.dtype == np.float32 and pred.shape == (3, 34) and np.isfinite(pred).all()
-    fp32 = train_adam(train, val, tiny_params(), tmp_path / "fp32.keras")
+    fp32 = train_adam(train, val, tiny_params("cnn"), tmp_path / "fp32.keras")
     assert fp32.precision == "fp32"
     if native:
         assert fp32.best_val_rmse != adam.best_val_rmse

@@ -2,18 +2,11 @@
 import pytest
 import torch
 
-from fkd.core.config import load_params, parse_params
 from fkd.core.data import load_fold
-from fkd.core.schema import ParamsError, to_dict
+from fkd.core.schema import ParamsError
 from fkd.models.heatmap import fit as train_heatmap
 from fkd.models.heatmap.network import HeatmapNet, cell_centres, map_loss
-from tests.conftest import ROOT, TINY_PARAMS, deep_update
-
-
-def tiny_heatmap_params(**overrides):
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"heatmap": {**TINY_PARAMS["heatmap"], **overrides}})
-    return parse_params(raw).heatmap
+from tests.conftest import tiny_params
 
 
 def net_with_maps(prob: torch.Tensor) -> HeatmapNet:
@@ -88,14 +81,14 @@ def test_the_network_keeps_its_maps_only_while_training():
                                         ("map_sigma_px", 30.0)])
 def test_out_of_range_values_are_refused_naming_the_key(key, value):
     with pytest.raises(ParamsError, match=rf"heatmap\.{key}"):
-        tiny_heatmap_params(**{key: value})
+        tiny_params("heatmap", **{key: value})
 
 
 @pytest.mark.slow
 def test_training_with_the_map_loss_is_byte_stable_and_differs_from_training_without(split_dir, tmp_path):
     train, val = load_fold(split_dir)
-    plain = train_heatmap(train, val, tiny_heatmap_params(), tmp_path / "plain.safetensors")
-    p = tiny_heatmap_params(map_loss_weight=0.5)
+    plain = train_heatmap(train, val, tiny_params("heatmap"), tmp_path / "plain.safetensors")
+    p = tiny_params("heatmap", map_loss_weight=0.5)
     pulled = train_heatmap(train, val, p, tmp_path / "a.safetensors")
     train_heatmap(train, val, p, tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()

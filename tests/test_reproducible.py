@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY_PARAMS, deep_update, dvc_log, project_env, run, stages_run
+from tests.conftest import ROOT, dvc_log, project_env, run, stages_run, tiny_params
 from tests.test_deps import resolved_stages
 
 TIMING_KEYS = {"train_seconds", "images_per_second"}
@@ -57,12 +57,9 @@ def tiny_resnet_checkpoint() -> tuple[dict, dict]:
     """The state dict and architecture dict of a tiny seeded ResNet, as train_torch saves them."""
     import torch
 
-    from fkd.core.config import load_params, parse_params, to_dict
     from fkd.models.resnet.network import architecture, build
 
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
-    config = architecture(parse_params(raw).resnet)
+    config = architecture(tiny_params("resnet"))
     torch.manual_seed(0)
     return build(config).state_dict(), config
 
@@ -86,20 +83,12 @@ def test_save_checkpoint_gives_the_same_bytes_under_any_file_name(tmp_path):
 # --- keras ------------------------------------------------------------------------------------
 
 
-def tiny_cnn_params():
-    from fkd.core.config import load_params, parse_params, to_dict
-
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"cnn": TINY_PARAMS["cnn"]})
-    return parse_params(raw).cnn
-
-
 def tiny_cnn(seed: int = 0):
     import keras
 
     from fkd.models.cnn.network import build_model, n_outputs
 
-    p = tiny_cnn_params()
+    p = tiny_params("cnn")
     keras.utils.set_random_seed(seed)
     return build_model(p, n_outputs(p.scheme_heads))
 

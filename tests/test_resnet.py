@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 
 from fkd.nn.augment import augment_batch
-from fkd.core.config import load_params, parse_params, to_dict
+from fkd.core.config import to_dict
 from fkd.core.data import load_fold
 from fkd.core.keypoints import EXTENDED_NAMES, flip_permutation, index, to_extended
 from fkd.models.resnet.network import KeypointResNet, load_model_fn
@@ -14,16 +14,9 @@ from fkd.models.resnet import fit as train_resnet
 from fkd.sources.synthetic import draw_face
 from fkd.nn.torch_nn import masked_mse
 from fkd.nn.torch_params import AugmentParams
-from tests.conftest import ROOT, TINY_PARAMS, deep_update
+from tests.conftest import tiny_params
 
 NO_AUG = AugmentParams(flip=False, rotate_deg=0.0, scale=0.0, shift_px=0.0, brightness=0.0, contrast=0.0)
-
-
-def tiny_resnet_params(**overrides):
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"resnet": TINY_PARAMS["resnet"]})
-    deep_update(raw, {"resnet": overrides})
-    return parse_params(raw).resnet
 
 
 def test_masked_loss_counts_only_present_labels():
@@ -90,7 +83,7 @@ def test_rotation_moves_keypoints_with_the_image_and_drops_points_that_leave():
 @pytest.mark.slow
 def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
     train, val = load_fold(split_dir)
-    p = tiny_resnet_params(epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
+    p = tiny_params("resnet", epochs=2, scheme_heads=False, schedule="step", optimizer="adam")
     first = train_resnet(train, val, p, tmp_path / "a.safetensors")
     second = train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert first.best_val_rmse == second.best_val_rmse and np.isfinite(first.best_val_rmse)
@@ -107,12 +100,12 @@ def test_cpu_bf16_trains_in_bfloat16_where_the_cpu_has_it_and_stays_byte_stable(
     from fkd.nn.train_result import cpu_has_native_bf16
 
     train, val = load_fold(split_dir)
-    p = tiny_resnet_params(epochs=2, cpu_bf16=True, device="cpu")
+    p = tiny_params("resnet", epochs=2, cpu_bf16=True, device="cpu")
     first = train_resnet(train, val, p, tmp_path / "a.safetensors")
     second = train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert first.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # emulated bf16 is slower: fp32 there
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
-    fp32 = train_resnet(train, val, tiny_resnet_params(epochs=2, device="cpu"), tmp_path / "fp32.safetensors")
+    fp32 = train_resnet(train, val, tiny_params("resnet", epochs=2, device="cpu"), tmp_path / "fp32.safetensors")
     assert fp32.precision == "fp32" and "precision" in fp32.metrics()
     if cpu_has_native_bf16():
         assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "fp32.safetensors").read_bytes()
@@ -125,7 +118,7 @@ def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
     from fkd.core.errors import TrainingError
 
     train, val = load_fold(split_dir)
-    p = tiny_resnet_params(epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
+    p = tiny_params("resnet", epochs=2, lr=1e30, optimizer="sgd", schedule="constant")
     with pytest.raises(TrainingError, match=r"training resnet: no finite validation RMSE in 2 epochs .*no model was written"):
         train_resnet(train, val, p, tmp_path / "a.safetensors")
     assert not list(tmp_path.iterdir())
@@ -135,7 +128,7 @@ def test_training_that_diverges_fails_and_writes_no_model(split_dir, tmp_path):
 def test_training_saves_the_best_epoch_byte_stably(split_dir, tmp_path):
     """The same run saved under two names gives the same bytes (torch names archive records after the file)."""
     train, val = load_fold(split_dir)
-    p = tiny_resnet_params(epochs=2)
+    p = tiny_params("resnet", epochs=2)
     train_resnet(train, val, p, tmp_path / "a.safetensors")
     train_resnet(train, val, p, tmp_path / "other_name.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "other_name.safetensors").read_bytes()
@@ -167,9 +160,7 @@ def test_a_missing_cuda_device_names_the_models_own_key(split_dir, tmp_path):
 
     if _torch.cuda.is_available():
         pytest.skip("a CUDA device is there")
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {"heatmap": {**TINY_PARAMS["heatmap"], "device": "cuda"}})
-    p = parse_params(raw).heatmap
+    p = tiny_params("heatmap", device="cuda")
     train, val = load_fold(split_dir)
     with pytest.raises(ParamsError, match=r"'heatmap.device' is cuda but no CUDA device is available"):
         train_heatmap(train, val, p, tmp_path / "h.safetensors")

@@ -14,7 +14,7 @@ from fkd.nn.augment import augment_batch
 from fkd.nn.torch_nn import masked_mse
 from fkd.nn.torch_params import AugmentParams
 from fkd.nn.torch_train import masked_rmse, pseudo_labels
-from tests.test_resnet import tiny_resnet_params
+from tests.conftest import tiny_params
 
 AUGMENT = AugmentParams(flip=True, rotate_deg=10.0, scale=0.08, shift_px=4.0, brightness=0.15, contrast=0.15)
 
@@ -23,8 +23,8 @@ AUGMENT = AugmentParams(flip=True, rotate_deg=10.0, scale=0.08, shift_px=4.0, br
 def test_an_ema_of_the_weights_is_what_is_validated_and_saved(split_dir, tmp_path):
     """With ``ema_decay`` the saved file is the moving average the reported val RMSE was measured on, byte-stably."""
     train, val = load_fold(split_dir)
-    plain = train_resnet(train, val, tiny_resnet_params(epochs=2), tmp_path / "plain.safetensors")
-    p = tiny_resnet_params(epochs=2, ema_decay=0.9)
+    plain = train_resnet(train, val, tiny_params("resnet", epochs=2), tmp_path / "plain.safetensors")
+    p = tiny_params("resnet", epochs=2, ema_decay=0.9)
     averaged = train_resnet(train, val, p, tmp_path / "a.safetensors")
     train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
@@ -39,7 +39,7 @@ def test_an_ema_of_the_weights_is_what_is_validated_and_saved(split_dir, tmp_pat
                                         ("pseudo_label_weight", 1.5)])
 def test_out_of_range_values_are_refused_naming_the_key(key, value):
     with pytest.raises(ParamsError, match=rf"resnet\.{key}"):
-        tiny_resnet_params(**{key: value})
+        tiny_params("resnet", **{key: value})
 
 
 def test_pseudo_labels_are_weighted_and_never_override_a_label():
@@ -65,7 +65,7 @@ def test_labels_and_pseudo_labels_move_with_their_image_exactly_like_labels_alon
 
 def test_pseudo_labels_fill_only_what_a_row_lacks(split_dir):
     train, _ = load_fold(split_dir)
-    p = tiny_resnet_params()
+    p = tiny_params("resnet")
     torch.manual_seed(0)
     pseudo = pseudo_labels(build(architecture(p)), train, p.normalize_targets)
     labels = training_targets(train.keypoints, pseudo.shape[1])
@@ -77,8 +77,8 @@ def test_pseudo_labels_fill_only_what_a_row_lacks(split_dir):
 @pytest.mark.slow
 def test_a_student_is_trained_on_its_teachers_pseudo_labels_byte_stably(split_dir, tmp_path, caplog):
     train, val = load_fold(split_dir)
-    plain = train_resnet(train, val, tiny_resnet_params(epochs=2), tmp_path / "plain.safetensors")
-    p = tiny_resnet_params(epochs=2, pseudo_label_weight=0.5)
+    plain = train_resnet(train, val, tiny_params("resnet", epochs=2), tmp_path / "plain.safetensors")
+    p = tiny_params("resnet", epochs=2, pseudo_label_weight=0.5)
     with caplog.at_level(logging.INFO, logger="fkd.train_torch"):
         student = train_resnet(train, val, p, tmp_path / "a.safetensors")
     log = caplog.text
