@@ -32,8 +32,9 @@ def main(argv: list[str]) -> None:
     if fitted is None:
         fitted = {"members": list(p.ensemble.members), "weights": ensemble_weights(p.ensemble), "fitted_on": "params (fixed weights)"}
     members, weights = fitted.pop("members"), np.asarray(fitted.pop("weights"))
-    if weights.ndim == 1:  # flat numbers too, so that `dvc metrics show` lists them
-        fitted.update({f"weight_{m}": round(float(w), 6) for m, w in zip(members, weights)})
+    # flat numbers too, so that `dvc metrics show` lists them: per keypoint, each member's mean over the points
+    flat = weights if weights.ndim == 1 else weights.mean(axis=1)
+    fitted.update({f"weight_{m}": round(float(w), 6) for m, w in zip(members, flat)})
     write_outputs(results, val, p.evaluate, metrics_dir, plots_dir)
     save_weights(Path(models_dir) / ENSEMBLE_FILE, members, weights, **fitted)
     log.info("%s: %d faces\n%s", "validation split" if len(parts) == 1 else f"out of fold, {len(parts)} folds", len(val.images),
