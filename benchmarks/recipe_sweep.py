@@ -84,7 +84,7 @@ def main() -> None:
     for name in names:
         model, overrides = VARIANTS[name]
         spec = MODELS[model]
-        epochs = max(1, round(overrides.get("epochs", getattr(load_params(model), model).epochs) * args.epochs_scale))
+        epochs = max(1, round(getattr(params_with(model, overrides), model).epochs * args.epochs_scale))
         p = params_with(model, {**overrides, "epochs": epochs, "threads": args.threads})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(args.models_dir or tmp) / f"{name}{spec.suffix}"
