@@ -29,6 +29,7 @@ import keras
 
 from benchmarks import accuracy_line, accuracy_row
 from benchmarks.report import save_benchmark
+from fkd.core.cli import run_stage
 from fkd.core.config import load_params
 from fkd.models.cnn.network import MaskedHuber, build_model, n_outputs
 
@@ -71,14 +72,14 @@ def accuracy(split_dir: str, epochs: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", metavar="SPLIT_DIR", help="measure accuracy: train in float32 and bf16 on this split")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.train:
         return save_benchmark(args.json, "cnn_precision", accuracy(args.train, args.epochs))
     p = load_params("cnn").cnn
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -22,6 +22,7 @@ import time
 import torch
 
 from benchmarks.report import save_benchmark
+from fkd.core.cli import run_stage
 from fkd.core.config import load_params
 from fkd.models.heatmap import network as heatmap
 from fkd.models.resnet import network as resnet
@@ -84,7 +85,7 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> lis
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", metavar="SPLIT_DIR", help="measure accuracy: train in fp32 and bf16 on this split")
     ap.add_argument("--epochs", type=int, default=20)
@@ -93,7 +94,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import os
 
     if args.train:
@@ -117,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import save_benchmark
-from fkd.core.config import Params, load_params, load_yaml, parse_params, to_dict
+from fkd.core.cli import run_stage
+from fkd.core.config import Params, load_params, load_yaml
 from fkd.core.data import load_fold
 from fkd.evaluation.evaluate import evaluate_predictions, model_predictions, summary_table, validation_rows
 from fkd.models.registry import MODEL_NAMES, MODELS
@@ -34,15 +35,15 @@ from fkd.models.registry import MODEL_NAMES, MODELS
 
 def with_settings(settings: list[str], params_file: str) -> Params:
     """params.yaml with ``key.sub=value`` settings applied (values read as YAML), as ``dvc exp run -S`` does."""
-    raw = to_dict(load_params(params_file))
+    overrides: dict = {}
     for setting in settings:
         key, _, value = setting.partition("=")
         *parents, leaf = key.split(".")
-        node = raw
+        node = overrides
         for part in parents:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[leaf] = load_yaml(value)  # YAML 1.2 floats, as dvc exp run -S reads them
-    return parse_params(raw)
+    return load_params(params_file, overrides=overrides)
 
 
 def train(args, p: Params) -> None:
@@ -87,7 +88,7 @@ def score(args, p: Params) -> None:
     save_benchmark(args.json, "kfold_oof", rows, folds=folds, ensemble_weights=weights)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["train", "score"])
     ap.add_argument("split_dir")
@@ -97,7 +98,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     p = with_settings(args.set, args.params)
     if args.command == "train":
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

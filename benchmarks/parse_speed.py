@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import save_benchmark
+from fkd.core.cli import run_stage
 from fkd.core.data import parse_training_csv
 from fkd.core.keypoints import COLUMNS
 from fkd.sources.synthetic import make_dataset
@@ -37,12 +38,12 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=7049)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training.csv"
         # draw a few hundred faces and repeat them: the parser's cost depends on size, not content
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import save_benchmark
-from fkd.core.config import load_params, parse_params, to_dict
+from fkd.core.cli import run_stage
+from fkd.core.config import load_params
 from fkd.core.data import load_fold
 from fkd.evaluation.metrics import score
 from fkd.evaluation.inference import with_tta
@@ -39,9 +40,7 @@ VARIANTS = {
 
 def params_with(model: str, overrides: dict, path="params.yaml"):
     """The params of ``model``'s section in ``path`` with ``overrides`` applied, checked like the file's own."""
-    raw = to_dict(load_params(model, path=path))
-    raw[model].update(overrides)
-    return parse_params(raw, model)
+    return load_params(model, path=path, overrides={model: overrides})
 
 
 def speed(model: str, p, threads: int, steps: int = 6, batch: int = 32) -> float:
@@ -60,7 +59,7 @@ def speed(model: str, p, threads: int, steps: int = 6, batch: int = 32) -> float
     return steps * batch / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("split_dir")
     ap.add_argument("--only", nargs="*", choices=list(VARIANTS), metavar="NAME")
@@ -70,7 +69,7 @@ def main() -> None:
     ap.add_argument("--out", help="append one JSON line per variant here")
     ap.add_argument("--models-dir", metavar="DIR", help="keep each variant's model here as NAME<suffix> (default: deleted after scoring)")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     names, rows = args.only or list(VARIANTS), []
     if args.speed_only:
@@ -104,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.report import save_benchmark
+from fkd.core.cli import run_stage
 from fkd.nn.augment import augment_batch
 from fkd.core.config import load_params
 from fkd.models.resnet.network import KeypointResNet
@@ -79,13 +80,13 @@ def ours(model, images, targets, device, n_images, batch, p) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1024, help="images timed per variant (after warm-up)")
     ap.add_argument("--batch", type=int, default=None, help="our batch size (default: resnet.batch_size)")
     ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: resnet.device)")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     p = load_params("resnet").resnet
     seed_everything(0, p.threads)
     device = pick_device(args.device or p.device, "resnet.device")
@@ -110,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from benchmarks.report import named_models, save_benchmark
+from fkd.core.cli import run_stage
 from fkd.core.data import load_fold
 from fkd.evaluation.inference import tta_average
 from fkd.evaluation.metrics import score
@@ -29,13 +30,13 @@ VIEWS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("split_dir")
     ap.add_argument("models", nargs="+", metavar="MODEL[:LABEL]=PATH")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     models = named_models(ap, args.models)
     _, val = load_fold(args.split_dir, args.fold, train_images=False)
     rows = []
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 
 from benchmarks.report import named_models, save_benchmark
+from fkd.core.cli import run_stage
 from fkd.core.data import load_fold
 from fkd.evaluation.inference import with_tta
 from fkd.evaluation.metrics import score
@@ -33,14 +34,14 @@ def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray, chunk: 
     return np.concatenate([(val[i : i + chunk] @ train.T).max(axis=1) for i in range(0, len(val), chunk)])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("split_dir")
     ap.add_argument("models", nargs="+", metavar="MODEL[:LABEL]=PATH")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--bands", type=float, nargs="+", default=[0.7, 0.8, 0.9], help="similarity band edges")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     models = [(name, with_tta(fn)) for name, fn in named_models(ap, args.models)]
     train, val = load_fold(args.split_dir, args.fold)
     similarity = nearest_similarity(val.images, train.images)
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -2,6 +2,7 @@
 project per test session (``trained_project``, read-only; ``trained_copy`` for a test that changes it)."""
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from fkd.core.config import deep_update
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["fkd", "stages", "competition", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
@@ -27,24 +30,12 @@ TINY_PARAMS = {
 }
 
 
-def deep_update(base: dict, new: dict) -> dict:
-    """Recursively merge ``new`` into ``base`` (in place) and return it."""
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def tiny_params(section: str, **overrides):
     """Section ``section`` of params.yaml with :data:`TINY_PARAMS` and then ``overrides`` merged in, checked like the file."""
-    from fkd.core.config import load_params, parse_params, to_dict
+    from fkd.core.config import load_params
 
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, {section: TINY_PARAMS.get(section, {})})
-    deep_update(raw, {section: overrides})
-    return getattr(parse_params(raw, section), section)
+    merged = deep_update(copy.deepcopy(TINY_PARAMS.get(section, {})), overrides)
+    return getattr(load_params(section, path=ROOT / "params.yaml", overrides={section: merged}), section)
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -19,6 +19,17 @@ def test_shipped_params_load_and_round_trip():
     assert parse_params(to_dict(p)) == p
 
 
+
+def test_overrides_merge_key_by_key_and_are_checked_like_the_file():
+    shipped = load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml", overrides={"cnn": {"adam": {"epochs": 3}}, "heatmap": {"widths": [8, 8, 8, 8]}})
+    assert p.cnn.adam.epochs == 3 and p.cnn.adam.lr == shipped.cnn.adam.lr and p.cnn.sgd == shipped.cnn.sgd
+    assert p.heatmap.widths == (8, 8, 8, 8) and p.resnet == shipped.resnet
+    with pytest.raises(ParamsError, match=r"heatmap.map_loss_weight"):
+        load_params("heatmap", path=ROOT / "params.yaml", overrides={"heatmap": {"map_loss_weight": -1.0}})
+    with pytest.raises(ParamsError, match=r"unknown key 'cnn.adam.epoch'"):
+        load_params("cnn", path=ROOT / "params.yaml", overrides={"cnn": {"adam": {"epoch": 3}}})
+
 def test_unknown_key_is_named():
     r = raw()
     r["resnet"]["learning_rate"] = 0.1

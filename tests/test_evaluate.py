@@ -251,9 +251,7 @@ def make_tiny_models(split_dir: Path, models_dir: Path, cnn: bool = True) -> Pat
     from fkd.models.heatmap import fit as train_heatmap
     from fkd.models.resnet import fit as train_resnet
 
-    raw = to_dict(load_params(ROOT / "params.yaml"))
-    deep_update(raw, TINY_PARAMS)
-    p = parse_params(raw)
+    p = load_params(ROOT / "params.yaml", overrides=TINY_PARAMS)
     train_resnet(*load_fold(split_dir), p.resnet, models_dir / "resnet/0.safetensors")
     train_heatmap(*load_fold(split_dir), p.heatmap, models_dir / "heatmap/0.safetensors")
     if cnn:

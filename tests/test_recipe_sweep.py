@@ -1,4 +1,7 @@
 """benchmarks.recipe_sweep: its variants are the pipeline's params with a few values changed."""
+import subprocess
+import sys
+
 import pytest
 
 from benchmarks.recipe_sweep import VARIANTS, params_with, speed
@@ -30,3 +33,10 @@ def test_params_with_keeps_the_rest_of_the_section_and_checks_the_overrides():
 def test_speed_times_the_network_the_params_describe():
     p = params_with("heatmap", {"widths": [4, 8, 8, 8], "decoder_channels": 8}, PARAMS)
     assert speed("heatmap", p, threads=1, steps=1, batch=2) > 0
+
+
+def test_a_missing_split_folder_is_one_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe_sweep", str(tmp_path / "no-split"), "--only", "resnet_e40"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'no-split' / 'val_fold.npy'}: not found")

@@ -81,12 +81,11 @@ def test_a_torch_checkpoint_loads_only_as_its_own_network(tmp_path):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fit_trains_every_phase_and_writes_a_file_its_loader_reads(name, split_dir, tmp_path):
     """``MODELS[name].fit``: the whole training of one fold (both CNN phases), as the training stages run it."""
-    from fkd.core.config import parse_params, to_dict
     from fkd.core.data import load_fold
     from fkd.nn.train_result import TrainResult
-    from tests.conftest import TINY_PARAMS, deep_update
+    from tests.conftest import TINY_PARAMS
 
-    p = parse_params(deep_update(to_dict(load_params(ROOT / "params.yaml")), TINY_PARAMS))
+    p = load_params(ROOT / "params.yaml", overrides=TINY_PARAMS)
     train, val = load_fold(split_dir)
     path = tmp_path / MODELS[name].file(0)
     path.parent.mkdir(parents=True)

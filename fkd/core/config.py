@@ -157,9 +157,20 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
 
 
-def load_params(*sections: str, path: str | Path = "params.yaml"):
+def deep_update(base: dict, new: dict) -> dict:
+    """Merge ``new`` into ``base`` in place, mappings key by key (``dvc exp run -S`` style), and return ``base``."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_params(*sections: str, path: str | Path = "params.yaml", overrides: dict | None = None):
     """Read ``path`` and validate ``sections`` of it (default: all), e.g. ``load_params("split").split.folds``.
-    A first argument that is a path (a :class:`~pathlib.Path`, or a name ending ``.yaml``) is ``path``."""
+    A first argument that is a path (a :class:`~pathlib.Path`, or a name ending ``.yaml``) is ``path``.
+    ``overrides`` (e.g. ``{"heatmap": {"epochs": 80}}``) is merged into the file's mapping before it is checked."""
     if sections and (isinstance(sections[0], Path) or str(sections[0]).endswith((".yaml", ".yml"))):
         path, sections = sections[0], sections[1:]
     path = Path(path)
@@ -169,6 +180,8 @@ def load_params(*sections: str, path: str | Path = "params.yaml"):
         raise ParamsError(f"params: {path} not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"params: {path} is not valid YAML: {exc}") from None
+    if overrides and isinstance(raw, dict):
+        deep_update(raw, overrides)
     return parse_params(raw, *sections)
 
 

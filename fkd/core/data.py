@@ -392,9 +392,19 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
     return {"folds": counts, **duplicates}
 
 
+def _split_array(split_dir: Path, name: str, mmap_mode: str | None = None) -> np.ndarray:
+    """``split_dir/name`` as the split stage wrote it, or :class:`DataError` saying which folder is meant."""
+    path = split_dir / name
+    if not path.is_file():
+        where = "folder" if split_dir.is_dir() else "folder, which does not exist"
+        raise DataError(f"{path}: not found; {split_dir} must be the split stage's output {where} "
+                        "(data/split after `dvc repro split`)")
+    return np.load(path, mmap_mode=mmap_mode)
+
+
 def _fold_rows(split_dir: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold ``fold``'s (train_rows, val_rows) from ``val_fold.npy``, or :class:`DataError` if the split has no such fold."""
-    val_fold = np.load(split_dir / "val_fold.npy")
+    val_fold = _split_array(split_dir, "val_fold.npy")
     if not 0 <= fold <= val_fold.max(initial=0):
         raise DataError(f"{split_dir / 'val_fold.npy'}: has no fold {fold} (folds 0..{int(val_fold.max(initial=0))}): "
                         "re-run the split stage after changing split.folds")
@@ -407,8 +417,8 @@ def load_fold(split_dir: str | Path, fold: int = 0, train_images: bool = True) -
     that need only its labels (the mean-shape baseline), so its images are never read."""
     split_dir = Path(split_dir)
     train_rows, val_rows = _fold_rows(split_dir, fold)
-    keypoints = np.load(split_dir / "keypoints.npy")
-    pixels = np.load(split_dir / "images.npy", mmap_mode="r")
+    keypoints = _split_array(split_dir, "keypoints.npy")
+    pixels = _split_array(split_dir, "images.npy", mmap_mode="r")
     no_images = np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     train = Part(pixels[train_rows] if train_images else no_images, keypoints[train_rows], train_rows)
     return train, Part(pixels[val_rows], keypoints[val_rows], val_rows)
