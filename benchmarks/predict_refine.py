@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import save_benchmark  # noqa: E402
-from fkd.core.cli import run_stage
+from fkd.core.cli import run_stage  # noqa: E402
 from fkd.core.config import MODEL_NAMES  # noqa: E402
 from fkd.core.data import load_fold  # noqa: E402
 from fkd.core.keypoints import N_EXTENDED, index, to_extended  # noqa: E402

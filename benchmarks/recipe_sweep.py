@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +69,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models-dir", metavar="DIR", help="keep each variant's model here as NAME<suffix> (default: deleted after scoring)")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
     names, rows = args.only or list(VARIANTS), []
     if args.speed_only:
         for name in names:

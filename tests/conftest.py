@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fkd.core.config import deep_update
+from fkd.core.config import deep_update, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["fkd", "stages", "competition", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
@@ -32,8 +32,6 @@ TINY_PARAMS = {
 
 def tiny_params(section: str, **overrides):
     """Section ``section`` of params.yaml with :data:`TINY_PARAMS` and then ``overrides`` merged in, checked like the file."""
-    from fkd.core.config import load_params
-
     merged = deep_update(copy.deepcopy(TINY_PARAMS.get(section, {})), overrides)
     return getattr(load_params(section, path=ROOT / "params.yaml", overrides={section: merged}), section)
 

@@ -19,7 +19,6 @@ def test_shipped_params_load_and_round_trip():
     assert parse_params(to_dict(p)) == p
 
 
-
 def test_overrides_merge_key_by_key_and_are_checked_like_the_file():
     shipped = load_params(ROOT / "params.yaml")
     p = load_params(ROOT / "params.yaml", overrides={"cnn": {"adam": {"epochs": 3}}, "heatmap": {"widths": [8, 8, 8, 8]}})
@@ -29,6 +28,7 @@ def test_overrides_merge_key_by_key_and_are_checked_like_the_file():
         load_params("heatmap", path=ROOT / "params.yaml", overrides={"heatmap": {"map_loss_weight": -1.0}})
     with pytest.raises(ParamsError, match=r"unknown key 'cnn.adam.epoch'"):
         load_params("cnn", path=ROOT / "params.yaml", overrides={"cnn": {"adam": {"epoch": 3}}})
+
 
 def test_unknown_key_is_named():
     r = raw()

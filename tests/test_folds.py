@@ -79,7 +79,6 @@ def test_each_folds_parts_are_disjoint_and_the_val_parts_tile_the_rows(tmp_path)
         load_fold(tmp_path / "split", 3)
 
 
-
 def test_a_folder_that_is_not_a_split_is_named_with_the_stage_that_makes_it(tmp_path):
     with pytest.raises(DataError, match=r"nowhere/val_fold.npy: not found; .*nowhere must be .*which does not exist.*dvc repro split"):
         load_fold(tmp_path / "nowhere")
@@ -87,6 +86,7 @@ def test_a_folder_that_is_not_a_split_is_named_with_the_stage_that_makes_it(tmp_
     (tmp_path / "split" / "images.npy").unlink()
     with pytest.raises(DataError, match=r"split/images.npy: not found; .*split must be the split stage's output folder \("):
         load_fold(tmp_path / "split")
+
 
 def test_too_few_rows_for_the_folds_is_a_clear_error_and_writes_nothing(tmp_path):
     prepared = _prepared(tmp_path, n=7)
