@@ -39,6 +39,7 @@ OPEN = re.compile(r"^<!-- report:(?P<kind>[a-z]+) (?P<source>\S+) -->\n", re.M)
 NOT_MEASURED = "not measured"
 #: Metric files a saved run keeps, as the pipeline lays them out (relative to the repo root).
 RUN_METRICS = ("metrics/evaluate/*.json", "metrics/split.json", "metrics/train_*/*/metrics.json")
+RUN_VARIANTS = ("heatmap_tta", "ensemble_tta")  # the runs table's RMSE columns: the main model and the ensemble
 TRAIN_KEYS = ("best_val_rmse", "best_epoch", "epochs_run", "device", "precision", "improved_on_adam")
 
 
@@ -255,15 +256,20 @@ def runs(root: Path, folder: Path, doc_dir: Path) -> tuple[str, str]:
     """One row per run saved under ``folder``."""
     rows = []
     for run_file in sorted(folder.glob(f"*/{RUN_FILE}")):
-        run, ens = read_json(run_file), run_file.parent / "metrics/evaluate/ensemble_tta.json"
+        run = read_json(run_file)
         wall = run.get("wall_seconds")
+        scores = []
+        for variant in RUN_VARIANTS:
+            path = run_file.parent / f"metrics/evaluate/{variant}.json"
+            scores.append(fmt(read_json(path).get("rmse"), 3) if path.is_file() else "–")
         rows.append([f"[`{run_file.parent.name}`]({rel(doc_dir, run_file.parent)}/)", str(run.get("commit", "unknown")),
                      str(run.get("date", "")), probe_text(run.get("probe_img_s")), f"`{run.get('command', '?')}`",
-                     NOT_MEASURED if wall is None else fmt(wall), fmt(read_json(ens).get("rmse"), 3) if ens.is_file() else "–"])
+                     NOT_MEASURED if wall is None else fmt(wall), *scores])
     note = f"every `{rel(root, folder)}/*/{RUN_FILE}`"
     if not rows:
         return note, "No run saved yet."
-    return note, table(["run", "commit", "date", "machine probe", "command", "wall s", "ensemble_tta RMSE"], rows)
+    return note, table(["run", "commit", "date", "machine probe", "command", "wall s",
+                        *(f"{variant} RMSE" for variant in RUN_VARIANTS)], rows)
 
 
 def bench(root: Path, path: Path, doc_dir: Path) -> tuple[str, str]:

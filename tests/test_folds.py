@@ -82,6 +82,9 @@ def test_each_folds_parts_are_disjoint_and_the_val_parts_tile_the_rows(tmp_path)
 def test_a_folder_that_is_not_a_split_is_named_with_the_stage_that_makes_it(tmp_path):
     with pytest.raises(DataError, match=r"nowhere/val_fold.npy: not found; .*nowhere must be .*which does not exist.*dvc repro split"):
         load_fold(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match=r"a_file must be the split stage's output folder, not a file"):
+        load_fold(tmp_path / "a_file")
     write_split(_prepared(tmp_path), tmp_path / "split", 0.2, seed=0, folds=1)
     (tmp_path / "split" / "images.npy").unlink()
     with pytest.raises(DataError, match=r"split/images.npy: not found; .*split must be the split stage's output folder \("):

@@ -396,7 +396,8 @@ def _split_array(split_dir: Path, name: str, mmap_mode: str | None = None) -> np
     """``split_dir/name`` as the split stage wrote it, or :class:`DataError` saying which folder is meant."""
     path = split_dir / name
     if not path.is_file():
-        where = "folder" if split_dir.is_dir() else "folder, which does not exist"
+        where = ("folder" if split_dir.is_dir() else "folder, not a file" if split_dir.exists()
+                 else "folder, which does not exist")
         raise DataError(f"{path}: not found; {split_dir} must be the split stage's output {where} "
                         "(data/split after `dvc repro split`)")
     return np.load(path, mmap_mode=mmap_mode)
