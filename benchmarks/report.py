@@ -147,7 +147,7 @@ def provenance(root: Path, base: Path, files: list[Path], label: str) -> str:
         wall = run.get("wall_seconds")
         return (f"run `{base.name}` ({rel(root, base / RUN_FILE)}): commit {run.get('commit', 'unknown')}, {run.get('date', 'date unknown')}, "
                 f"machine probe {probe_text(run.get('probe_img_s'))}, `{run.get('command', '?')}`, "
-                f"{NOT_MEASURED if wall is None else fmt(wall) + ' s'}")
+                f"{NOT_MEASURED if wall is None else fmt(round(wall)) + ' s'}")
     names = [rel(root, f) for f in files]
     if git(root, "status", "--porcelain", "--", *names):
         when = "uncommitted changes (commit them, then run the report again)"
@@ -264,7 +264,7 @@ def runs(root: Path, folder: Path, doc_dir: Path) -> tuple[str, str]:
             scores.append(fmt(read_json(path).get("rmse"), 3) if path.is_file() else "–")
         rows.append([f"[`{run_file.parent.name}`]({rel(doc_dir, run_file.parent)}/)", str(run.get("commit", "unknown")),
                      str(run.get("date", "")), probe_text(run.get("probe_img_s")), f"`{run.get('command', '?')}`",
-                     NOT_MEASURED if wall is None else fmt(wall), *scores])
+                     NOT_MEASURED if wall is None else fmt(round(wall)), *scores])
     note = f"every `{rel(root, folder)}/*/{RUN_FILE}`"
     if not rows:
         return note, "No run saved yet."

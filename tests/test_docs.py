@@ -153,7 +153,7 @@ def test_save_run_copies_the_metrics_and_records_where_they_came_from(repo):
                                           "<!-- report:evaluate docs/results/real -->\n<!-- /report:evaluate -->\n")
     report.report(repo)
     text = (repo / "docs/results.md").read_text()
-    assert "| [`real`](results/real/) |" in text and "123 img/s" in text and "| – | 0.750 |" in text  # no heatmap_tta.json
+    assert "| [`real`](results/real/) |" in text and "123 img/s" in text and "| 61 | – | 0.750 |" in text  # no heatmap_tta.json
     assert "run `real` (docs/results/real/run.json)" in text
 
     with pytest.raises(StageError, match="already exists"):
