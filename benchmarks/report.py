@@ -144,10 +144,9 @@ def provenance(root: Path, base: Path, files: list[Path], label: str) -> str:
     """The line above a metrics table: a saved run's run.json, or git's record of the committed files."""
     if (base / RUN_FILE).is_file():
         run = read_json(base / RUN_FILE)
-        wall = run.get("wall_seconds")
         return (f"run `{base.name}` ({rel(root, base / RUN_FILE)}): commit {run.get('commit', 'unknown')}, {run.get('date', 'date unknown')}, "
                 f"machine probe {probe_text(run.get('probe_img_s'))}, `{run.get('command', '?')}`, "
-                f"{NOT_MEASURED if wall is None else fmt(round(wall)) + ' s'}")
+                f"{wall_text(run.get('wall_seconds'), ' s')}")
     names = [rel(root, f) for f in files]
     if git(root, "status", "--porcelain", "--", *names):
         when = "uncommitted changes (commit them, then run the report again)"
@@ -181,6 +180,10 @@ def fmt(value, decimals: int | None = None) -> str:
             return f"{value:.1f}"
         return f"{value:.4g}"
     return str(value).replace("|", "\\|")
+
+
+def wall_text(seconds, unit: str = "") -> str:
+    return NOT_MEASURED if seconds is None else fmt(round(seconds)) + unit
 
 
 def probe_text(probe) -> str:
@@ -257,14 +260,13 @@ def runs(root: Path, folder: Path, doc_dir: Path) -> tuple[str, str]:
     rows = []
     for run_file in sorted(folder.glob(f"*/{RUN_FILE}")):
         run = read_json(run_file)
-        wall = run.get("wall_seconds")
         scores = []
         for variant in RUN_VARIANTS:
             path = run_file.parent / f"metrics/evaluate/{variant}.json"
             scores.append(fmt(read_json(path).get("rmse"), 3) if path.is_file() else "–")
         rows.append([f"[`{run_file.parent.name}`]({rel(doc_dir, run_file.parent)}/)", str(run.get("commit", "unknown")),
                      str(run.get("date", "")), probe_text(run.get("probe_img_s")), f"`{run.get('command', '?')}`",
-                     NOT_MEASURED if wall is None else fmt(round(wall)), *scores])
+                     wall_text(run.get("wall_seconds")), *scores])
     note = f"every `{rel(root, folder)}/*/{RUN_FILE}`"
     if not rows:
         return note, "No run saved yet."
