@@ -183,7 +183,11 @@ def fmt(value, decimals: int | None = None) -> str:
 
 
 def wall_text(seconds, unit: str = "") -> str:
-    return NOT_MEASURED if seconds is None else fmt(round(seconds)) + unit
+    """A run's wall time in whole seconds; a value that is no finite number (a damaged run.json) is shown as it is."""
+    if seconds is None:
+        return NOT_MEASURED
+    finite = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    return fmt(round(seconds) if finite else seconds) + unit
 
 
 def probe_text(probe) -> str:

@@ -205,3 +205,9 @@ def test_a_benchmark_json_becomes_a_table(tmp_path, monkeypatch):
     out.write_text(json.dumps({"rows": []}))
     with pytest.raises(StageError, match="'rows' must be a non-empty list"):
         report.render_text("<!-- report:bench docs/results/benchmarks/parse_speed.json -->\n<!-- /report:bench -->\n", tmp_path)
+
+
+@pytest.mark.parametrize("seconds, text", [(981.6, "982 s"), (61, "61 s"), (None, report.NOT_MEASURED),
+                                           ("abc", "abc s"), (float("nan"), "nan s"), (True, "yes s")])
+def test_wall_seconds_print_whole_and_a_damaged_value_does_not_stop_the_report(seconds, text):
+    assert report.wall_text(seconds, " s") == text
