@@ -6,6 +6,7 @@ import copy
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,22 +37,44 @@ def tiny_params(section: str, **overrides):
     return getattr(load_params(section, path=ROOT / "params.yaml", overrides={section: merged}), section)
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command, returning its output; on failure the assertion shows stdout and stderr."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+#: The longest one command of a test may take: a hung ``dvc`` (its experiment queue has known hangs) fails its
+#: test with what it printed instead of holding CI to its time limit.
+COMMAND_TIMEOUT_S = 900
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
+        timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run a command, returning its output; on failure the assertion shows stdout and stderr. Past ``timeout``
+    seconds the command and every process it started (its process group) are killed, and the test fails."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            try:
+                stdout, stderr = popen.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # a process outside the group still holds the pipes
+                stdout, stderr = "", "(its output could not be read)"
+            raise AssertionError(f"{' '.join(map(str, cmd))} did not finish in {timeout:.0f} s and was killed:\n"
+                                 f"{stdout}\n{stderr}") from None
+        except BaseException:  # Ctrl-C, or pytest-timeout's limit: the group is outside the terminal's signals
+            os.killpg(popen.pid, signal.SIGKILL)
+            raise
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(*args: str, cwd: Path, check: bool = True, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run the real ``dvc`` of this environment in ``cwd``."""
-    return run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, check=check, env=project_env())
+    return run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, check=check, env=project_env(), timeout=timeout)
 
 
-def dvc_log(*args: str, cwd: Path) -> str:
+def dvc_log(*args: str, cwd: Path, timeout: float = COMMAND_TIMEOUT_S) -> str:
     """Run the real ``dvc`` in ``cwd`` (must succeed); returns stdout and stderr together."""
-    proc = dvc(*args, cwd=cwd)
+    proc = dvc(*args, cwd=cwd, timeout=timeout)
     return proc.stdout + proc.stderr
 
 

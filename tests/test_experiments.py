@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import commit_all, copy_project, dvc_log, project_env, run, stages_run
+from tests.conftest import commit_all, copy_project, dvc, dvc_log, project_env, run, stages_run
 from tests.test_download import _zip_bytes, kaggle_layout
 
 pytestmark = pytest.mark.slow
@@ -73,19 +73,36 @@ def exp_table(repo: Path, *args: str) -> list[dict[str, str]]:
                                                cwd=repo, env=project_env()).stdout)))
 
 
+#: Longer than the tiny sweep takes on CI's slowest machine (about a minute here); a queue that hangs (dvc
+#: #10398) fails the sweep's tests with the workers' logs instead of holding CI to its time limit.
+QUEUE_TIMEOUT_S = 900
+
+
+def worker_logs(repo: Path) -> str:
+    """The queue workers' own logs (dvc writes them beside its celery broker), for a failure message."""
+    return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-4000:]}"
+                     for log in sorted((repo / ".dvc/tmp/exps/celery").glob("*.out")))
+
+
 @pytest.fixture(scope="module")
 def sweep(baseline) -> dict[float, str]:
-    """A queued sweep over resnet.lr run two at a time: lr -> experiment name."""
+    """A queued sweep over resnet.lr run two at a time: lr -> experiment name. A sweep that fails or hangs
+    leaves no worker running: they are stopped, and what they still run killed."""
     before = {row["Experiment"] for row in exp_table(baseline)}
     dvc_log("exp", "run", "--queue", "-S", "resnet.lr=" + ",".join(map(str, SWEEP_LRS)), cwd=baseline)
-    # docs/sharing.md "Queue workers": N background workers, threads per job so that jobs x threads <= cores
-    # (TINY_PARAMS train with 1 thread each: 2 jobs x 1 thread on CI's 2 cores).
-    dvc_log("queue", "start", "-j", "2", cwd=baseline)
-    deadline = time.monotonic() + 1800
-    while re.search(r"\b(Queued|Running)\b", status := dvc_log("queue", "status", cwd=baseline)):
-        assert time.monotonic() < deadline, f"the queue did not finish in 30 min:\n{status}"
-        time.sleep(2)
-    dvc_log("queue", "stop", cwd=baseline)  # the idle workers
+    try:
+        # docs/sharing.md "Queue workers": N background workers, threads per job so that jobs x threads <= cores
+        # (TINY_PARAMS train with 1 thread each: 2 jobs x 1 thread on CI's 2 cores).
+        dvc_log("queue", "start", "-j", "2", cwd=baseline)
+        deadline = time.monotonic() + QUEUE_TIMEOUT_S
+        while re.search(r"\b(Queued|Running)\b", status := dvc_log("queue", "status", cwd=baseline, timeout=120)):
+            assert time.monotonic() < deadline, (f"the queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}\n"
+                                                 f"{worker_logs(baseline)}")
+            time.sleep(2)
+        dvc_log("queue", "stop", cwd=baseline, timeout=120)  # the idle workers
+    except BaseException:
+        dvc("queue", "stop", "--kill", cwd=baseline, check=False, timeout=120)
+        raise
     rows = [r for r in exp_table(baseline, "--drop", ".*", "--keep", r"Experiment|resnet\.lr") if r["Experiment"] not in before]
     return {float(r["resnet.lr"]): r["Experiment"] for r in rows}
 
