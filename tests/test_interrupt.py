@@ -56,9 +56,12 @@ def set_epochs(workdir: Path, epochs: int) -> None:
 
 
 def start_training(workdir: Path, split_dir: Path) -> subprocess.Popen:
+    """The training stage as a terminal's foreground job runs it: Ctrl-C at its default even where pytest itself
+    was started in the background of a script (``bash -c 'pytest &'``), which leaves SIGINT ignored in its children."""
     env = {**project_env(), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "stages.train", "resnet", str(split_dir), "0", "metrics/train_resnet/0", "models/resnet/0.safetensors"]
-    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_an_epoch(proc: subprocess.Popen, metrics_dir: Path, timeout: float = 120.0) -> Path:
@@ -76,8 +79,7 @@ def wait_for_an_epoch(proc: subprocess.Popen, metrics_dir: Path, timeout: float 
 
 
 def interrupt(proc: subprocess.Popen, every: float = 5.0, timeout: float = 60.0) -> str:
-    """Ctrl-C ``proc``, again every ``every`` s while it runs (as a user would; once, in CI under load, a first
-    SIGINT was lost and training went on); its stderr."""
+    """Ctrl-C ``proc``, again every ``every`` s while it runs (as a user would), until ``timeout``; its stderr."""
     deadline = time.monotonic() + timeout
     while True:
         proc.send_signal(signal.SIGINT)
