@@ -27,7 +27,7 @@ import numpy as np
 import fkd.nn.tf_env  # noqa: F401  (before keras)
 import keras
 
-from benchmarks import accuracy_line, accuracy_row
+from benchmarks import accuracy_line, accuracy_row, cpu_bf16_label
 from benchmarks.report import save_benchmark
 from fkd.core.cli import run_stage
 from fkd.core.config import load_params
@@ -56,11 +56,9 @@ def accuracy(split_dir: str, epochs: int) -> list[dict]:
     """Phase 1 in float32 and with ``cnn.bf16`` on the split's fold 0; print val RMSE and speed."""
     from fkd.core.data import load_fold
     from fkd.models.cnn.train import train_adam
-    from fkd.nn.train_result import cpu_has_native_bf16
-
     train, val = load_fold(split_dir)
     p = load_params("cnn").cnn
-    print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, "
+    print(f"CPU (bf16 instructions: {cpu_bf16_label()}), {len(train.images)} train / {len(val.images)} val faces, "
           f"phase 1 (Adam, {p.adam.schedule}), {epochs} epochs")
     rows = []
     for bf16 in (False, True):
@@ -88,12 +86,15 @@ def main(argv: list[str] | None = None) -> None:
         for name, bf16 in PRECISIONS.items():
             runs[name].append(speed(bf16, p, args.images))
     base = statistics.median(runs["float32"])
-    print(f"CNN (batch {p.batch_size}), {args.images} images per precision and round, median of {args.rounds} rounds")
+    cpu = cpu_bf16_label()
+    print(f"CNN (batch {p.batch_size}), {args.images} images per precision and round, median of {args.rounds} rounds; "
+          f"CPU bf16 instructions: {cpu}")
     rows = []
     for name, values in runs.items():
         median = statistics.median(values)
         print(f"{name:16s} {median:7.1f} img/s  {median / base:4.2f}x")
-        rows.append({"precision": name, "images": args.images, "img_s": round(median, 1), "ratio": round(median / base, 2)})
+        rows.append({"precision": name, "cpu_bf16": cpu, "images": args.images, "img_s": round(median, 1),
+                     "ratio": round(median / base, 2)})
     save_benchmark(args.json, "cnn_precision", rows)
 
 

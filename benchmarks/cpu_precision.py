@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from benchmarks import cpu_bf16_label
 from benchmarks.report import save_benchmark
 from fkd.core.cli import run_stage
 from fkd.core.config import load_params
@@ -69,11 +70,9 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> lis
     from benchmarks import accuracy_line, accuracy_row
     from fkd.core.data import load_fold
     from fkd.models.registry import MODELS
-    from fkd.nn.train_result import cpu_has_native_bf16
-
     train, val = load_fold(split_dir)
     params = load_params("resnet", "heatmap")
-    print(f"CPU (native bf16: {cpu_has_native_bf16()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
+    print(f"CPU (bf16 instructions: {cpu_bf16_label()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")
     rows = []
     for name in names:
         for bf16 in (False, True):
@@ -102,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     p = load_params("resnet", "heatmap")
     models = {"resnet": (resnet.architecture(p.resnet), p.resnet.batch_size), "heatmap": (heatmap.architecture(p.heatmap), p.heatmap.batch_size)}
-    print(f"CPU, {torch.get_num_threads()} threads, {args.images} images per variant and round, median of {args.rounds} rounds")
+    cpu = cpu_bf16_label()
+    print(f"CPU (bf16 instructions: {cpu}), {torch.get_num_threads()} threads, {args.images} images per variant and round, "
+          f"median of {args.rounds} rounds")
     rows = []
     for name, (config, batch) in models.items():
         runs = {v: [] for v in VARIANTS}
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         for variant, values in runs.items():
             median = statistics.median(values)
             print(f"{name:8s} {variant:30s} {median:7.1f} img/s  {median / base:4.2f}x")
-            rows.append({"model": name, "variant": variant, "threads": torch.get_num_threads(), "img_s": round(median, 1), "ratio": round(median / base, 2)})
+            rows.append({"model": name, "variant": variant, "cpu_bf16": cpu, "threads": torch.get_num_threads(), "img_s": round(median, 1),
+                         "ratio": round(median / base, 2)})
     save_benchmark(args.json, "cpu_precision", rows)
 
 

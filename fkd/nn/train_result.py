@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +51,21 @@ class TrainResult:
                                 "lower the learning rate; no model was written")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, from /proc/cpuinfo). PyTorch's own
-    check also says yes where oneDNN only emulates bf16 (any AVX-512 CPU), which is slower than fp32."""
+def cpu_bf16_instructions() -> list[str]:
+    """This CPU's bfloat16 instruction sets, from /proc/cpuinfo: ``avx512_bf16`` (dot products) and ``amx_bf16``
+    (matrix tiles); empty where it has neither, or off Linux. Which one a CPU has decides whether bf16 pays: see
+    ``python -m benchmarks.cpu_precision``."""
     try:
-        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
-    except OSError:  # not Linux: stay in fp32
-        return False
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX). PyTorch's own check also says yes
+    where oneDNN only emulates bf16 (any AVX-512 CPU), which is slower than fp32."""
+    return bool(cpu_bf16_instructions())
 
 
 def record(live, result: TrainResult, metrics_dir: str | Path) -> None:
