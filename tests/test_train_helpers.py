@@ -30,3 +30,15 @@ def test_both_trainers_choose_bf16_alike(native, monkeypatch, caplog):
 def test_cpu_threads_zero_means_every_core_this_process_may_use():
     assert train_result.cpu_threads(3) == 3
     assert train_result.cpu_threads(0) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx512f avx512_bf16 avx512_vnni", ["avx512_bf16"]),
+    ("avx512f avx512_bf16 amx_bf16 amx_tile", ["avx512_bf16", "amx_bf16"]),
+    ("fpu avx2 avx512f", []),
+])
+def test_the_cpus_bf16_instruction_sets_are_read_from_its_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert train_result.cpu_bf16_instructions(cpuinfo) == expected
+    assert train_result.cpu_bf16_instructions(tmp_path / "missing") == []  # not Linux: no bf16, fp32

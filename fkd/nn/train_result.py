@@ -51,12 +51,12 @@ class TrainResult:
                                 "lower the learning rate; no model was written")
 
 
-def cpu_bf16_instructions() -> list[str]:
-    """This CPU's bfloat16 instruction sets, from /proc/cpuinfo: ``avx512_bf16`` (dot products) and ``amx_bf16``
+def cpu_bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """This CPU's bfloat16 instruction sets, from ``cpuinfo``: ``avx512_bf16`` (dot products) and ``amx_bf16``
     (matrix tiles); empty where it has neither, or off Linux. Which one a CPU has decides whether bf16 pays: see
     ``python -m benchmarks.cpu_precision``."""
     try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
+        flags = set(cpuinfo.read_text().split())
     except OSError:
         return []
     return [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
