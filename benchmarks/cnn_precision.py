@@ -56,6 +56,7 @@ def accuracy(split_dir: str, epochs: int) -> list[dict]:
     """Phase 1 in float32 and with ``cnn.bf16`` on the split's fold 0; print val RMSE and speed."""
     from fkd.core.data import load_fold
     from fkd.models.cnn.train import train_adam
+
     train, val = load_fold(split_dir)
     p = load_params("cnn").cnn
     print(f"CPU (bf16 instructions: {cpu_bf16_label()}), {len(train.images)} train / {len(val.images)} val faces, "

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from benchmarks import cpu_bf16_label
+from benchmarks import accuracy_line, accuracy_row, cpu_bf16_label
 from benchmarks.report import save_benchmark
 from fkd.core.cli import run_stage
 from fkd.core.config import load_params
@@ -67,9 +67,9 @@ def accuracy(split_dir: str, epochs: int, names: list[str], threads: int) -> lis
     import tempfile
     from pathlib import Path
 
-    from benchmarks import accuracy_line, accuracy_row
     from fkd.core.data import load_fold
     from fkd.models.registry import MODELS
+
     train, val = load_fold(split_dir)
     params = load_params("resnet", "heatmap")
     print(f"CPU (bf16 instructions: {cpu_bf16_label()}), {len(train.images)} train / {len(val.images)} val faces, {epochs} epochs")

@@ -2,6 +2,7 @@
 project per test session (``trained_project``, read-only; ``trained_copy`` for a test that changes it)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -42,6 +43,13 @@ def tiny_params(section: str, **overrides):
 COMMAND_TIMEOUT_S = 900
 
 
+def kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL the process group that ``popen`` leads (it was started with ``start_new_session``); one that has
+    already exited is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
         timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run a command, returning its output; on failure the assertion shows stdout and stderr. Past ``timeout``
@@ -51,7 +59,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
         try:
             stdout, stderr = popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
+            kill_group(popen)
             try:
                 stdout, stderr = popen.communicate(timeout=30)
             except subprocess.TimeoutExpired:  # a process outside the group still holds the pipes
@@ -59,7 +67,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
             raise AssertionError(f"{' '.join(map(str, cmd))} did not finish in {timeout:.0f} s and was killed:\n"
                                  f"{stdout}\n{stderr}") from None
         except BaseException:  # Ctrl-C, or pytest-timeout's limit: the group is outside the terminal's signals
-            os.killpg(popen.pid, signal.SIGKILL)
+            kill_group(popen)
             raise
     proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
