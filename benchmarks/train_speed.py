@@ -22,7 +22,7 @@ from fkd.nn.augment import augment_batch
 from fkd.core.config import load_params
 from fkd.models.resnet.network import KeypointResNet
 from fkd.nn.torch_nn import masked_mse
-from fkd.nn.torch_train import device_label, pick_device, seed_everything
+from fkd.nn.torch_train import device_label, memory_format, pick_device, seed_everything
 
 
 def sync(device: torch.device) -> None:
@@ -55,7 +55,7 @@ def baseline(model, images, targets, device, n_images) -> float:
 
 def ours(model, images, targets, device, n_images, batch, p) -> float:
     cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = memory_format(p, device, cuda and p.bf16)
     model = model.to(memory_format=fmt)
     x_all = torch.from_numpy(images).unsqueeze(1).to(device)
     y_all = torch.from_numpy(targets).to(device)

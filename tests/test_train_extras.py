@@ -88,3 +88,28 @@ def test_a_student_is_trained_on_its_teachers_pseudo_labels_byte_stably(split_di
     train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "plain.safetensors"]
+
+
+def test_channels_last_is_the_memory_format_where_asked_and_always_with_cuda_or_bf16():
+    from fkd.nn.torch_train import memory_format
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert memory_format(tiny_params("heatmap", channels_last=False), cpu, bf16=False) == torch.contiguous_format
+    assert memory_format(tiny_params("heatmap", channels_last=True), cpu, bf16=False) == torch.channels_last
+    assert memory_format(tiny_params("heatmap", channels_last=False), cpu, bf16=True) == torch.channels_last
+    assert memory_format(tiny_params("heatmap", channels_last=False), cuda, bf16=False) == torch.channels_last
+
+
+@pytest.mark.slow
+def test_a_channels_last_heatmap_network_trains_byte_stably_and_its_file_predicts_what_was_validated(split_dir, tmp_path):
+    from fkd.models.heatmap import fit as train_heatmap
+    from fkd.models.heatmap.network import load_model_fn as load_heatmap
+
+    train, val = load_fold(split_dir)
+    p = tiny_params("heatmap", epochs=2, channels_last=True, device="cpu")
+    result = train_heatmap(train, val, p, tmp_path / "a.safetensors")
+    train_heatmap(train, val, p, tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    pred = torch.from_numpy(load_heatmap(tmp_path / "a.safetensors")(val.images))  # loaded contiguous, as every model is
+    target = torch.from_numpy(training_targets(val.keypoints, pred.shape[1]))
+    assert masked_rmse(pred, target) == pytest.approx(result.best_val_rmse, rel=1e-4)

@@ -39,4 +39,5 @@ class TorchTrainParams:
     pseudo_label_weight: Fraction  # 0: off; else a teacher trained first labels what the training rows lack, at this weight
     bf16: bool  # bfloat16 autocast + channels-last on CUDA
     cpu_bf16: bool  # the same on CPUs with bf16 instructions (AVX512-BF16, AMX); fp32 on other CPUs
+    channels_last: bool  # channels-last memory format in CPU fp32 too (always on with CUDA or bf16): faster for some networks
     augment: AugmentParams

@@ -46,6 +46,11 @@ def use_bf16(p: TorchTrainParams, device: torch.device) -> bool:
     return device.type == "cpu" and bf16_here(p.cpu_bf16, True, "cpu_bf16")
 
 
+def memory_format(p: TorchTrainParams, device: torch.device, bf16: bool) -> torch.memory_format:
+    """Channels-last on CUDA, with bf16 autocast, or where ``channels_last`` asks for it in CPU fp32; else contiguous."""
+    return torch.channels_last if device.type == "cuda" or bf16 or p.channels_last else torch.contiguous_format
+
+
 def device_label(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
@@ -139,8 +144,8 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     n_outputs = config["n_outputs"]
     model = build(config).to(device)
     bf16 = use_bf16(p, device)
-    memory_format = torch.channels_last if cuda or bf16 else torch.contiguous_format  # channels-last: faster with bf16 on CPU
-    model = model.to(memory_format=memory_format)
+    fmt = memory_format(p, device, bf16)
+    model = model.to(memory_format=fmt)
     # What is validated and saved: the weights themselves, or their moving average (buffers too: BN statistics).
     ema = None
     if p.ema_decay > 0:
@@ -177,7 +182,7 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
             images, targets = augment_batch(x_train[idx].float() / 255, y_train[idx], p.augment, gen)
             if p.normalize_targets:
                 targets = (targets - CENTRE) / CENTRE
-            images = images.contiguous(memory_format=memory_format)
+            images = images.contiguous(memory_format=fmt)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs = model(images)
             if pseudo is None:
