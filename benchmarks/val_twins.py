@@ -16,22 +16,14 @@ import numpy as np
 
 from benchmarks.report import named_models, save_benchmark
 from fkd.core.cli import run_stage
-from fkd.core.data import load_fold
+from fkd.core.data import load_fold, thumbnail_correlation
 from fkd.evaluation.inference import with_tta
 from fkd.evaluation.metrics import score
 
 
-def _features(images: np.ndarray) -> np.ndarray:
-    x = images.reshape(len(images), 48, 2, 48, 2).mean(axis=(2, 4)).reshape(len(images), -1).astype(np.float32)
-    x -= x.mean(axis=1, keepdims=True)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
-
-
-def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Each validation face's highest correlation with any training face (N_val,)."""
-    train = _features(train_images)
-    val = _features(val_images)
-    return np.concatenate([(val[i : i + chunk] @ train.T).max(axis=1) for i in range(0, len(val), chunk)])
+def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray) -> np.ndarray:
+    """Each validation face's highest correlation with any training face (N_val,), on 48x48 thumbnails."""
+    return thumbnail_correlation(val_images, train_images, block=2).max(axis=1)
 
 
 def main(argv: list[str] | None = None) -> None:

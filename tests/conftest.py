@@ -25,8 +25,8 @@ PROJECT_FILES = ["fkd", "stages", "competition", "dvc.yaml", "params.yaml", ".dv
 #: Overrides that make every stage tiny: CI may run on a machine doing ~15 img/s.
 TINY_PARAMS = {
     "synthetic": {"n_train": 48, "n_test": 6},
-    "resnet": {"epochs": 1, "batch_size": 16, "widths": [8, 16], "stem_channels": 8, "blocks_per_stage": 1, "threads": 1},
-    "heatmap": {"epochs": 1, "batch_size": 16, "widths": [4, 8, 8, 8], "decoder_channels": 8, "threads": 1},
+    "resnet": {"epochs": 1, "batch_size": 16, "widths": [16, 16], "stem_channels": 16, "blocks_per_stage": 1, "threads": 1},
+    "heatmap": {"epochs": 1, "batch_size": 16, "widths": [16, 16, 16, 16], "decoder_channels": 8, "threads": 1},
     "cnn": {"filters": [4, 8, 8], "dense": [16, 16], "threads": 1, "adam": {"epochs": 1}, "sgd": {"epochs": 1}},
     "evaluate": {"grid_faces": 4, "worst_faces": 2},
 }

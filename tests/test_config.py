@@ -114,6 +114,8 @@ def set_key(r: dict, dotted: str, value) -> dict:
         ("ensemble.weights", "equal", r"'ensemble.weights' must be 'fitted' or a list, got 'equal'"),
         ("split.val_fraction", 1.5, r"'split.val_fraction' must be in \(0, 1\), got 1.5"),
         ("split.val_fraction", 0, r"'split.val_fraction' must be in \(0, 1\), got 0.0"),
+        ("split.near_duplicate_corr", 0.4, r"'split.near_duplicate_corr' must be in \[0.5, 1\], got 0.4"),
+        ("split.near_duplicate_corr", 1.2, r"'split.near_duplicate_corr' must be in \[0.5, 1\], got 1.2"),
         ("resnet.patience", 0, r"'resnet.patience' must be >= 1"),
         ("resnet.weight_decay", -1e-4, r"'resnet.weight_decay' must be >= 0"),
         ("resnet.warmup_fraction", 1.0, r"'resnet.warmup_fraction' must be in \[0, 1\)"),

@@ -19,7 +19,7 @@ import fkd.sources.download
 from fkd.core.cli import run_stage
 from fkd.core.config import ParamsError, load_params, parse_params
 from fkd.core.data import (DataError, duplicate_groups, fold_assignment, load_fold, parse_test_csv, parse_training_csv,
-                      read_lookup, write_split)
+                      read_lookup, similar_groups, thumbnail_correlation, write_split)
 from fkd.sources.download import fetch_raw
 from fkd.evaluation.ensemble import load_weights
 from fkd.core.errors import EnsembleWeightsError
@@ -115,6 +115,56 @@ def test_duplicate_groups_name_each_rows_first_copy():
     assert duplicate_groups(images).tolist() == [0, 1, 0, 0, 1, 5]
 
 
+def _look_alikes(images: np.ndarray, groups: list[list[int]], rng: np.random.Generator) -> None:
+    """Give the rows of each group a noisy frame of their first row's image (a second frame of one video)."""
+    for first, *others in groups:
+        for row in others:
+            images[row] = np.clip(images[first].astype(int) + rng.integers(-20, 21, images[first].shape), 0, 255)
+
+
+@pytest.mark.parametrize("folds", [1, 5])
+def test_look_alikes_share_a_fold_below_1_and_not_at_1(tmp_path, folds):
+    prepared = _prepared(tmp_path, [[14, 21]])  # one pair of exact copies besides the look-alikes
+    images = np.load(prepared / "train_images.npy")
+    _look_alikes(images, GROUPS[:4], np.random.default_rng(3))
+    np.save(prepared / "train_images.npy", images)
+    at_1 = write_split(prepared, tmp_path / "at_1", 0.25, seed=42, folds=folds)
+    fold_at_1 = np.load(tmp_path / "at_1" / "val_fold.npy")
+    assert any(len(set(fold_at_1[g])) > 1 for g in GROUPS[:4])  # the look-alikes alone do not group themselves
+    assert (at_1["duplicate_groups"], at_1["near_duplicate_groups"], at_1["near_duplicate_rows"]) == (1, 0, 0)
+    counts = write_split(prepared, tmp_path / "at_09", 0.25, seed=42, folds=folds, near_duplicate_corr=0.9)
+    assert (counts["duplicate_groups"], counts["duplicate_rows"]) == (1, 2)
+    assert (counts["near_duplicate_groups"], counts["near_duplicate_rows"]) == (4, 10)
+    fold = np.load(tmp_path / "at_09" / "val_fold.npy")
+    for group in GROUPS:
+        assert len(set(fold[group])) == 1, (group, fold[group])
+
+
+def test_complete_linkage_does_not_chain_look_alikes():
+    """A morphs into B in steps: neighbours correlate above the threshold, A and B do not, so they never join."""
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 256, (2, 96, 96)).astype(float)
+    images = np.stack([np.round(a + (b - a) * t) for t in np.linspace(0, 1, 9)]).astype(np.uint8)
+    corr = thumbnail_correlation(images)
+    assert all(corr[i, i + 1] > 0.9 for i in range(8)) and corr[0, 8] < 0.2
+    groups = similar_groups(images, duplicate_groups(images), 0.9)
+    assert groups[0] != groups[8]
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    assert all(corr[np.ix_(m, m)].min() >= 0.9 for m in members)  # every pair in a group, not just neighbours
+
+
+def test_thumbnail_correlation_is_pearson_of_24x24_block_sums_and_exactly_symmetric():
+    images = np.random.default_rng(8).integers(0, 256, (40, 96, 96), dtype=np.uint8)
+    images[7] = 90  # flat: correlates 0 with everything
+    thumbs = images.reshape(40, 24, 4, 24, 4).sum(axis=(2, 4)).reshape(40, -1).astype(float)
+    corr = thumbnail_correlation(images, chunk=16)
+    expected = np.corrcoef(np.delete(thumbs, 7, axis=0))
+    assert np.allclose(np.delete(np.delete(corr, 7, 0), 7, 1), expected, atol=1e-12)
+    assert not corr[7].any() and not corr[:, 7].any()
+    assert np.array_equal(corr, corr.T)
+    assert np.array_equal(thumbnail_correlation(images[:5], images), corr[:5])
+
+
 def _params(**changes) -> dict:
     """The shipped params with ``section__key=value`` changes."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -141,7 +191,8 @@ def test_parse_logs_and_split_records_the_duplicates(tmp_path, csv_dir, caplog):
         split_main(["prepared", "split", "split.json"])
     assert "2 training images occur more than once, in 5 rows" in caplog.text
     assert json.loads((tmp_path / "split.json").read_text()) == {
-        "label_offset_x": 0.0, "label_offset_faces": 0, "duplicate_groups": 2, "duplicate_rows": 5}
+        "label_offset_x": 0.0, "label_offset_faces": 0, "duplicate_groups": 2, "duplicate_rows": 5,
+        "near_duplicate_groups": 0, "near_duplicate_rows": 0}
     fold = np.load(tmp_path / "split" / "val_fold.npy")
     assert fold[0] == fold[3] == fold[8] and fold[1] == fold[2]  # rows 1, 4, 9 and rows 2, 3 (0-based here)
 

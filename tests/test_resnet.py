@@ -89,7 +89,7 @@ def test_training_plumbs_params_and_is_deterministic(split_dir, tmp_path):
     assert first.best_val_rmse == second.best_val_rmse and np.isfinite(first.best_val_rmse)
     with safe_open(tmp_path / "a.safetensors", framework="pt") as f:
         config = json.loads(f.metadata()["config"])
-    assert config["n_outputs"] == 30 and config["widths"] == [8, 16]
+    assert config["n_outputs"] == 30 and config["widths"] == [16, 16]
     pred = load_model_fn(tmp_path / "a.safetensors")(val.images[:3])
     assert pred.shape == (3, 34) and np.isfinite(pred).all()
 

@@ -113,3 +113,18 @@ def test_a_channels_last_heatmap_network_trains_byte_stably_and_its_file_predict
     pred = torch.from_numpy(load_heatmap(tmp_path / "a.safetensors")(val.images))  # loaded contiguous, as every model is
     target = torch.from_numpy(training_targets(val.keypoints, pred.shape[1]))
     assert masked_rmse(pred, target) == pytest.approx(result.best_val_rmse, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_channels_last_refuses_strided_1x1_convolutions_too_narrow_for_onednn_and_writes_nothing(split_dir, tmp_path):
+    """oneDNN#6035: their CPU weight gradient is wrong in channels-last (and crashes with AVX2), so training stops first."""
+    from fkd.models.heatmap import fit as train_heatmap
+
+    train, val = load_fold(split_dir)
+    narrow = {"widths": [4, 8, 8, 8], "device": "cpu"}
+    with pytest.raises(ParamsError, match=r"^params: 'heatmap.channels_last' \(channels-last on the CPU\) needs .* with \[4, 8\]: "
+                                          r"set 'heatmap.channels_last' to false, or make heatmap's widths at least 16$"):
+        train_heatmap(train, val, tiny_params("heatmap", channels_last=True, **narrow), tmp_path / "a.safetensors")
+    assert not list(tmp_path.iterdir())
+    result = train_heatmap(train, val, tiny_params("heatmap", channels_last=False, **narrow), tmp_path / "a.safetensors")
+    assert np.isfinite(result.best_val_rmse) and (tmp_path / "a.safetensors").is_file()

@@ -44,6 +44,8 @@ class SplitParams:
     seed: Seed
     # The fold numbers 0..K-1, a list because DVC's foreach makes one training stage per item (it cannot count).
     folds: Annotated[tuple[Count, ...], Length(min=1, max=20)]
+    # Images whose thumbnails correlate at least this much share a fold (frames of one video); 1: only exact copies.
+    near_duplicate_corr: Annotated[float, Range(ge=0.5, le=1)]
 
     def __post_init__(self) -> None:
         if list(self.folds) != list(range(len(self.folds))):

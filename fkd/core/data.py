@@ -306,6 +306,64 @@ def duplicate_counts(groups: np.ndarray) -> dict[str, int]:
     return {"duplicate_groups": int((sizes > 1).sum()), "duplicate_rows": int(sizes[sizes > 1].sum())}
 
 
+def _centred_thumbnails(images: np.ndarray, block: int) -> np.ndarray:
+    """Each image's (96/block)² thumbnail of block×block pixel sums, times its length minus its sum: float64 holding
+    integers, so that products of two of them sum exactly (below 2**53 for block 4)."""
+    side = IMAGE_SIZE // block
+    sums = images.reshape(len(images), side, block, side, block).sum(axis=(2, 4), dtype=np.int64).reshape(len(images), -1)
+    return (sums * sums.shape[1] - sums.sum(axis=1, keepdims=True)).astype(np.float64)
+
+
+def thumbnail_correlation(images: np.ndarray, other: np.ndarray | None = None, block: int = 4,
+                          chunk: int = 1024) -> np.ndarray:
+    """Pearson correlation (N, M) float64 of the thumbnails of ``images`` with those of ``other`` (``images`` itself
+    if None); a flat image correlates 0 with every image. Frames of one video score far above two people.
+
+    With block 4 (24×24 thumbnails) the products are exact, so the figures are the same on any BLAS and the
+    matrix of a set with itself is symmetric."""
+    a = _centred_thumbnails(images, block)
+    b = a if other is None else _centred_thumbnails(other, block)
+    norm_a, norm_b = np.sqrt(np.einsum("ij,ij->i", a, a)), np.sqrt(np.einsum("ij,ij->i", b, b))
+    out = np.empty((len(a), len(b)), np.float64)
+    for i in range(0, len(a), chunk):
+        scale = np.outer(norm_a[i : i + chunk], norm_b)
+        np.divide(a[i : i + chunk] @ b.T, scale, out=out[i : i + chunk], where=scale > 0)
+        out[i : i + chunk][scale == 0] = 0.0
+    return out
+
+
+def similar_groups(images: np.ndarray, copies: np.ndarray, min_corr: float) -> np.ndarray:
+    """For every row, the first row of its group of look-alikes: images whose thumbnails all correlate at
+    ``min_corr`` or more with each other (complete linkage, so no chain of look-alikes joins two different faces),
+    with ``copies`` (:func:`duplicate_groups`) always together. ``min_corr`` 1 gives ``copies`` itself."""
+    distinct = np.flatnonzero(copies == np.arange(len(copies)))  # one row per image
+    if min_corr >= 1.0 or len(distinct) < 2:
+        return copies
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = thumbnail_correlation(images[distinct])
+    np.subtract(1.0, distance, out=distance)
+    np.clip(distance, 0.0, 2.0, out=distance)
+    np.fill_diagonal(distance, 0.0)
+    labels = fcluster(linkage(squareform(distance, checks=False), "complete"), t=1.0 - min_corr, criterion="distance")
+    del distance
+    first: dict[int, int] = {}
+    group_of_distinct = np.array([first.setdefault(label, row) for label, row in zip(labels.tolist(), distinct.tolist())],
+                                 dtype=np.int64)
+    return group_of_distinct[np.searchsorted(distinct, copies)]
+
+
+def near_duplicate_counts(copies: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """``near_duplicate_groups``: groups of :func:`similar_groups` holding more than one distinct image;
+    ``near_duplicate_rows``: the rows in them."""
+    distinct = copies == np.arange(len(copies))
+    images_per_group = np.bincount(groups[distinct], minlength=len(groups))
+    rows_per_group = np.bincount(groups, minlength=len(groups))
+    several = images_per_group > 1
+    return {"near_duplicate_groups": int(several.sum()), "near_duplicate_rows": int(rows_per_group[several].sum())}
+
+
 @dataclass(frozen=True)
 class Part:
     """One part of the split: images uint8 (N, 96, 96), keypoints float32 (N, 30), source rows (N,)."""
@@ -338,8 +396,8 @@ def fold_assignment(keypoints: np.ndarray, folds: int, val_fraction: float, seed
     and -1 (training only) for the rest (:func:`split_indices`); with ``folds`` K > 1, 0..K-1 for K
     near-equal folds. Both are seeded and stratified by label completeness.
 
-    ``groups`` (:func:`duplicate_groups`) keeps rows together: every row then takes the fold of its group's
-    first row, so a duplicated image never sits on both sides. Without duplicates nothing moves."""
+    ``groups`` (:func:`duplicate_groups` or :func:`similar_groups`) keeps rows together: every row then takes the
+    fold of its group's first row, so a duplicated image never sits on both sides. Without duplicates nothing moves."""
     fold = _assign_folds(keypoints, folds, val_fraction, seed)
     return fold if groups is None else fold[groups]
 
@@ -361,11 +419,12 @@ def _assign_folds(keypoints: np.ndarray, folds: int, val_fraction: float, seed: 
 
 
 def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: float, seed: int, folds: int = 1,
-                label_offset_x: float = 0.0) -> dict:
+                label_offset_x: float = 0.0, near_duplicate_corr: float = 1.0) -> dict:
     """Split the parsed training rows into ``out_dir``: ``images.npy``, ``keypoints.npy`` (the labelled rows, x moved
     by ``-label_offset_x`` onto the image features, see :mod:`fkd.core.label_offset`) and ``val_fold.npy``
-    (:func:`fold_assignment`, pixel-identical images kept in one fold); :func:`load_fold` reads a fold's two parts
-    from them. Returns the training and validation row counts of each fold and :func:`duplicate_counts`."""
+    (:func:`fold_assignment`, pixel-identical images, and look-alikes at ``near_duplicate_corr`` below 1, kept in one
+    fold: :func:`similar_groups`); :func:`load_fold` reads a fold's two parts from them. Returns the training and
+    validation row counts of each fold, :func:`duplicate_counts` and :func:`near_duplicate_counts`."""
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     images = np.load(prepared_dir / "train_images.npy")
     keypoints = np.load(prepared_dir / "train_keypoints.npy")
@@ -373,8 +432,9 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
     if folds > 1 and len(keypoints) < 2 * folds:
         raise DataError(f"{source}: {len(keypoints)} rows cannot make {folds} folds (at least 2 rows per fold); "
                         "list fewer split.folds or use more training rows")
-    groups = duplicate_groups(images)
-    duplicates = duplicate_counts(groups)
+    copies = duplicate_groups(images)
+    groups = similar_groups(images, copies, near_duplicate_corr)
+    duplicates = {**duplicate_counts(copies), **near_duplicate_counts(copies, groups)}
     fold = fold_assignment(keypoints, folds, val_fraction, seed, groups)
     counts = []
     for k in range(folds):
@@ -383,6 +443,10 @@ def write_split(prepared_dir: str | Path, out_dir: str | Path, val_fraction: flo
             if n == 0:
                 together = (f" ({duplicates['duplicate_rows']} rows are copies of {duplicates['duplicate_groups']} images, "
                             "each kept on one side)" if duplicates["duplicate_groups"] else "")
+                if duplicates["near_duplicate_groups"]:
+                    together += (f" ({duplicates['near_duplicate_rows']} rows are look-alikes in "
+                                 f"{duplicates['near_duplicate_groups']} groups, each kept on one side; raise "
+                                 "split.near_duplicate_corr to group fewer)")
                 raise DataError(f"{source}: split.val_fraction {val_fraction} of {len(keypoints)} rows leaves 0 {name} rows"
                                 f"{together}; change split.val_fraction or use more training rows")
         counts.append({"train": len(fold) - n_val, "val": n_val})

@@ -51,6 +51,25 @@ def memory_format(p: TorchTrainParams, device: torch.device, bf16: bool) -> torc
     return torch.channels_last if device.type == "cuda" or bf16 or p.channels_last else torch.contiguous_format
 
 
+#: oneDNN (3.12, in torch 2.13) computes the CPU weight gradient of a strided 1x1 convolution in channels-last wrong
+#: when it has fewer input channels than its register block (8 with AVX2, 16 with AVX-512); with AVX2 it also writes
+#: past its buffer and the process crashes (uxlfoundation/oneDNN#6035). Narrower networks train contiguous.
+CHANNELS_LAST_MIN_CHANNELS = 16
+
+
+def check_channels_last(model: torch.nn.Module, arch: str, p: TorchTrainParams, bf16: bool) -> None:
+    """:class:`ParamsError` if ``model`` trains channels-last on the CPU with a strided 1x1 convolution narrower than
+    :data:`CHANNELS_LAST_MIN_CHANNELS`, naming the keys that ask for channels-last and what to do."""
+    narrow = sorted({m.in_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)
+                     and max(m.stride) > 1 and m.in_channels < CHANNELS_LAST_MIN_CHANNELS})
+    if narrow:
+        keys = [f"'{arch}.{key}'" for key, on in (("channels_last", p.channels_last), ("cpu_bf16", bf16)) if on]
+        raise ParamsError(f"params: {' and '.join(keys)} (channels-last on the CPU) needs every strided 1x1 convolution to "
+                          f"have at least {CHANNELS_LAST_MIN_CHANNELS} input channels (oneDNN computes their gradient wrong "
+                          f"below that: uxlfoundation/oneDNN#6035), and this network has some with {narrow}: set "
+                          f"{' and '.join(keys)} to false, or make {arch}'s widths at least {CHANNELS_LAST_MIN_CHANNELS}")
+
+
 def device_label(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
@@ -145,6 +164,8 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     model = build(config).to(device)
     bf16 = use_bf16(p, device)
     fmt = memory_format(p, device, bf16)
+    if device.type == "cpu" and fmt == torch.channels_last:
+        check_channels_last(model, config["arch"], p, bf16)
     model = model.to(memory_format=fmt)
     # What is validated and saved: the weights themselves, or their moving average (buffers too: BN statistics).
     ema = None
