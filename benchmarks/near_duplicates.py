@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import scipy.cluster.hierarchy  # noqa: F401  (imported before the first timing, which would count it)
 
-from benchmarks.report import save_benchmark
-from benchmarks.val_twins import nearest_similarity
+from benchmarks.report import read_json, save_benchmark
+from benchmarks.val_twins import BANDS, nearest_similarity, similarity_bands
 from fkd.core.cli import StageError, run_stage
 from fkd.core.config import load_params
 from fkd.core.data import duplicate_groups, fold_assignment, near_duplicate_counts, similar_groups
@@ -46,32 +46,22 @@ def _inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
             f"{args.rows} drawn faces")
 
 
-#: The similarity bands of benchmarks.val_twins (its 48x48 likeness), whose table gives a model's error in each.
-BANDS = (0.7, 0.8, 0.9)
-
-
 def _likeness(nearest: np.ndarray) -> dict:
-    """The median of the faces' highest correlations with a training face, and the share of faces in each band."""
-    edges = [-np.inf, *BANDS, np.inf]
-    names = _band_names()
-    shares = np.histogram(nearest, edges)[0] / len(nearest)
+    """The median of the faces' highest correlations with a training face, and the share of faces in each of
+    benchmarks.val_twins' default bands."""
     return {"nearest_train_corr_median": round(float(np.median(nearest)), 3),
-            **{f"share {name}": round(float(share), 3) for name, share in zip(names, shares)}}
+            **{f"share {name}": round(float(((nearest >= lo) & (nearest < hi)).mean()), 3)
+               for name, lo, hi in similarity_bands(BANDS)}}
 
 
 def read_band_errors(path: str) -> dict[str, dict[str, float]]:
-    """A ``benchmarks.val_twins --json`` file's RMSE per band, ``{band: {column: rmse}}``, for :data:`BANDS`."""
-    from benchmarks.report import read_json
-
+    """A ``benchmarks.val_twins --json`` file's RMSE per band, ``{band: {column: rmse}}``, for its default bands."""
     bands = {row["similarity"]: {k: v for k, v in row.items() if k.endswith("_rmse")} for row in read_json(Path(path))["rows"]}
-    missing = [name for name in _band_names() if name not in bands]
+    names = [name for name, _, _ in similarity_bands(BANDS)]
+    missing = [name for name in names if name not in bands]
     if missing:
         raise StageError(f"{path}: has no band {missing[0]!r}; run benchmarks.val_twins with --bands {' '.join(map(str, BANDS))}")
-    return {name: bands[name] for name in _band_names()}
-
-
-def _band_names() -> list[str]:
-    return [f"< {BANDS[0]:g}", *(f"{lo:g}-{hi:g}" for lo, hi in zip(BANDS, BANDS[1:])), f">= {BANDS[-1]:g}"]
+    return {name: bands[name] for name in names}
 
 
 def at_mix(row: dict, band_errors: dict[str, dict[str, float]]) -> dict[str, float]:

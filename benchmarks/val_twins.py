@@ -21,6 +21,18 @@ from fkd.evaluation.inference import with_tta
 from fkd.evaluation.metrics import score
 
 
+#: The default similarity band edges.
+BANDS = (0.7, 0.8, 0.9)
+
+
+def similarity_bands(edges) -> list[tuple[str, float, float]]:
+    """(name, lo, hi) of each band between the sorted ``edges`` ('< 0.7', '0.7-0.8', ..., '>= 0.9'): a face is in the
+    band where lo <= its similarity < hi."""
+    bounds = [-1.0, *sorted(edges), 1.01]
+    return [(f"< {hi:g}" if lo == -1.0 else f">= {lo:g}" if hi == 1.01 else f"{lo:g}-{hi:g}", lo, hi)
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def nearest_similarity(val_images: np.ndarray, train_images: np.ndarray) -> np.ndarray:
     """Each validation face's highest correlation with any training face (N_val,), on 48x48 thumbnails."""
     return thumbnail_correlation(val_images, train_images, block=2).max(axis=1)
@@ -31,18 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("split_dir")
     ap.add_argument("models", nargs="+", metavar="MODEL[:LABEL]=PATH")
     ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--bands", type=float, nargs="+", default=[0.7, 0.8, 0.9], help="similarity band edges")
+    ap.add_argument("--bands", type=float, nargs="+", default=list(BANDS), help="similarity band edges")
     ap.add_argument("--json", metavar="PATH", help="also write the printed figures to PATH (python -m benchmarks.report makes a table of it)")
     args = ap.parse_args(argv)
     models = [(name, with_tta(fn)) for name, fn in named_models(ap, args.models)]
     train, val = load_fold(args.split_dir, args.fold)
     similarity = nearest_similarity(val.images, train.images)
     predictions = {name: fn(val.images) for name, fn in models}
-    edges = [-1.0, *sorted(args.bands), 1.01]
     rows = []
-    for lo, hi in [(-1.0, 1.01), *zip(edges[:-1], edges[1:])]:
+    for band, lo, hi in [("all", -1.0, 1.01), *similarity_bands(args.bands)]:
         rows_in = (similarity >= lo) & (similarity < hi)
-        band = "all" if lo == -1.0 and hi == 1.01 else (f"< {hi:g}" if lo == -1.0 else f">= {lo:g}" if hi == 1.01 else f"{lo:g}-{hi:g}")
         row = {"similarity": band, "faces": int(rows_in.sum())}
         for name, pred in predictions.items():
             row[f"{name}_tta_rmse"] = round(score(pred[rows_in], val.keypoints[rows_in])["rmse"], 4) if rows_in.any() else None

@@ -324,11 +324,10 @@ def thumbnail_correlation(images: np.ndarray, other: np.ndarray | None = None, b
     a = _centred_thumbnails(images, block)
     b = a if other is None else _centred_thumbnails(other, block)
     norm_a, norm_b = np.sqrt(np.einsum("ij,ij->i", a, a)), np.sqrt(np.einsum("ij,ij->i", b, b))
-    out = np.empty((len(a), len(b)), np.float64)
+    out = np.zeros((len(a), len(b)), np.float64)
     for i in range(0, len(a), chunk):
         scale = np.outer(norm_a[i : i + chunk], norm_b)
         np.divide(a[i : i + chunk] @ b.T, scale, out=out[i : i + chunk], where=scale > 0)
-        out[i : i + chunk][scale == 0] = 0.0
     return out
 
 
