@@ -56,7 +56,10 @@ def _likeness(nearest: np.ndarray) -> dict:
 
 def read_band_errors(path: str) -> dict[str, dict[str, float]]:
     """A ``benchmarks.val_twins --json`` file's RMSE per band, ``{band: {column: rmse}}``, for its default bands."""
-    bands = {row["similarity"]: {k: v for k, v in row.items() if k.endswith("_rmse")} for row in read_json(Path(path))["rows"]}
+    rows = read_json(Path(path)).get("rows")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and "similarity" in row for row in rows):
+        raise StageError(f"{path}: not a benchmarks.val_twins --json file (no rows with a 'similarity' band)")
+    bands = {row["similarity"]: {k: v for k, v in row.items() if k.endswith("_rmse")} for row in rows}
     names = [name for name, _, _ in similarity_bands(BANDS)]
     missing = [name for name in names if name not in bands]
     if missing:

@@ -38,3 +38,7 @@ def test_each_threshold_groups_the_noisy_frames_and_the_test_images_get_a_row(tm
     (tmp_path / "twins.json").write_text(json.dumps(twins))
     with pytest.raises(StageError, match=r"twins.json: has no band '0.7-0.8'; run benchmarks.val_twins with --bands 0.7 0.8 0.9"):
         main([str(prepared), "--val-twins", str(tmp_path / "twins.json")])
+    for damaged, message in (("{", "not readable JSON"), ('{"rows": [{"faces": 1}]}', "not a benchmarks.val_twins --json file")):
+        (tmp_path / "twins.json").write_text(damaged)
+        with pytest.raises(StageError, match=message):
+            main([str(prepared), "--val-twins", str(tmp_path / "twins.json")])
