@@ -17,6 +17,7 @@ metrics; a saved run's or a benchmark's own record otherwise) and the machine's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -155,6 +156,25 @@ def provenance(root: Path, base: Path, files: list[Path], label: str) -> str:
     return f"`{label}`, {when}; machine probe not recorded"
 
 
+@contextlib.contextmanager
+def committed_tree(root: Path):
+    """HEAD of ``root`` checked out in a temporary git worktree, to read the committed figures from: a local
+    ``dvc repro`` rewrites the metrics in the working tree with this machine's numbers, and those are not what
+    the committed docs describe. Outside git it is ``root`` itself."""
+    if git(root, "rev-parse", "--verify", "--quiet", "HEAD") is None:
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="fkd-head-") as tmp:
+        tree = Path(tmp) / "head"
+        # no hooks: a `dvc install` post-checkout hook must not run in the throwaway tree
+        if git(root, "-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD") is None:
+            raise StageError(f"{root}: `git worktree add` failed, so HEAD's metrics cannot be read")
+        try:
+            yield tree
+        finally:
+            git(root, "worktree", "remove", "--force", str(tree))
+
+
 def rel(root: Path, path: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
@@ -238,7 +258,7 @@ def training_stage_names(root: Path) -> dict[str, str]:
             for out in stage.metrics:
                 rel = Path(out.def_path)
                 if rel.parts[0] == "metrics" and rel.name == "metrics.json" and len(rel.parts) == 4:
-                    names[rel.parts[1]] = stage.addressing.removesuffix(rel.parts[2])
+                    names[rel.parts[1]] = stage.name.removesuffix(rel.parts[2])  # not addressing: it is relative to the cwd
     return names
 
 
