@@ -1,5 +1,7 @@
-"""The torch loop's options beyond plain training: a moving average of the weights, and pseudo-labels from a teacher."""
+"""The torch loop's options beyond plain training: a moving average of the weights, and pseudo-labels from a teacher
+or from the network itself."""
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -88,6 +90,32 @@ def test_a_student_is_trained_on_its_teachers_pseudo_labels_byte_stably(split_di
     train_resnet(train, val, p, tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "plain.safetensors"]
+
+
+@pytest.mark.parametrize("value", [2, 3])
+def test_self_labelling_must_start_before_the_last_epoch(value):
+    with pytest.raises(ParamsError, match=rf"^params: 'resnet.pseudo_label_from_epoch' must be below resnet.epochs \(2\) .* got {value};"):
+        tiny_params("resnet", epochs=2, pseudo_label_weight=0.5, pseudo_label_from_epoch=value)
+    with pytest.raises(ParamsError, match=r"resnet\.pseudo_label_every"):
+        tiny_params("resnet", pseudo_label_every=0)
+
+
+@pytest.mark.slow
+def test_the_network_labels_its_own_rows_from_the_epoch_asked_byte_stably(split_dir, tmp_path, caplog):
+    """No teacher is trained: after epoch 1 (and every 2nd epoch, not after the last) the network pseudo-labels its rows."""
+    train, val = load_fold(split_dir)
+    plain = train_resnet(train, val, tiny_params("resnet", epochs=4), tmp_path / "plain.safetensors")
+    p = tiny_params("resnet", epochs=4, pseudo_label_weight=0.5, pseudo_label_from_epoch=1, pseudo_label_every=2)
+    with caplog.at_level(logging.INFO, logger="fkd.train_torch"):
+        own = train_resnet(train, val, p, tmp_path / "a.safetensors")
+    relabelled = [int(n) for n in re.findall(r"relabelled what its training rows lack \(after epoch (\d+)\)", caplog.text)]
+    assert relabelled == [1, 3] and "teacher" not in caplog.text and own.epochs_run == 4
+    assert own.best_val_rmse != plain.best_val_rmse
+    train_resnet(train, val, p, tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    weightless = tiny_params("resnet", epochs=4, pseudo_label_from_epoch=1, pseudo_label_every=2)  # weight 0: off
+    train_resnet(train, val, weightless, tmp_path / "c.safetensors")
+    assert (tmp_path / "c.safetensors").read_bytes() == (tmp_path / "plain.safetensors").read_bytes()
 
 
 def test_channels_last_is_the_memory_format_where_asked_and_always_with_cuda_or_bf16():

@@ -123,7 +123,7 @@ def fit_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: 
               model_path: str | Path, live=None, extra_loss: ExtraLoss | None = None) -> TrainResult:
     """:func:`train_torch`; with ``pseudo_label_weight`` > 0, first a teacher with the same params, whose flip-averaged
     predictions label what each training row lacks for the student (:func:`pseudo_labels`). Validation rows are never labelled."""
-    if p.pseudo_label_weight == 0:
+    if p.pseudo_label_weight == 0 or p.pseudo_label_from_epoch > 0:  # off, or the network labels its own rows (train_torch)
         return train_torch(train, val, p, config, build, model_path, live, extra_loss=extra_loss)
     from safetensors.torch import load_file
 
@@ -139,9 +139,9 @@ def fit_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build: 
 
 def pseudo_labels(model: torch.nn.Module, part: Part, normalized: bool) -> np.ndarray:
     """``model``'s flip-averaged pixel predictions (N, outputs) where ``part``'s training targets are missing, NaN where labelled."""
-    images = torch.from_numpy(part.images).unsqueeze(1)
-    direct = predict_pixels(model, images, normalized).numpy()
-    mirrored = predict_pixels(model, images.flip(-1), normalized).numpy()
+    images = torch.from_numpy(part.images).unsqueeze(1).to(next(model.parameters()).device)
+    direct = predict_pixels(model, images, normalized).cpu().numpy()
+    mirrored = predict_pixels(model, images.flip(-1), normalized).cpu().numpy()
     names = point_names(direct.shape[1])
     pred = (direct + flip_coords(mirrored, width=images.shape[-1], names=names)) / 2
     return np.where(np.isnan(training_targets(part.keypoints, direct.shape[1])), pred, np.nan).astype(np.float32)
@@ -154,7 +154,9 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     written if no epoch gave a finite val RMSE: :class:`fkd.nn.train_result.TrainingError`).
 
     ``live`` is an optional dvclive ``Live``: per-epoch ``train_loss``, ``val_rmse`` and ``lr`` go there. ``pseudo``: pixel pseudo-labels
-    (N, outputs) for the training rows, NaN where none, weighted ``p.pseudo_label_weight`` in the loss. ``extra_loss(model, labels)``:
+    (N, outputs) for the training rows, NaN where none, weighted ``p.pseudo_label_weight`` in the loss. Without them, with
+    ``p.pseudo_label_from_epoch`` N > 0 and a weight, the network makes its own (:func:`pseudo_labels`) after epoch N and every
+    ``p.pseudo_label_every`` epochs after that. ``extra_loss(model, labels)``:
     a model's own term added to the loss of each step (labels as the outputs, normalised when they are; NaN where missing).
     """
     seed_everything(p.seed, p.threads)
@@ -180,6 +182,9 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
     y_train = torch.from_numpy(training_targets(train.keypoints, n_outputs)).to(device)
     x_val = torch.from_numpy(val.images).unsqueeze(1).to(device)
     y_val = torch.from_numpy(training_targets(val.keypoints, n_outputs)).to(device)
+    self_labelling = pseudo is None and p.pseudo_label_weight > 0 and p.pseudo_label_from_epoch > 0
+    if self_labelling:  # nothing is pseudo-labelled until the network has learnt enough to label its rows
+        pseudo = np.full(y_train.shape, np.nan, np.float32)
     if pseudo is not None:  # labels and pseudo-labels side by side, so that augmentation moves both with their image
         y_train = torch.stack([y_train, torch.from_numpy(pseudo).to(device)], 1)
 
@@ -236,6 +241,10 @@ def train_torch(train: Part, val: Part, p: TorchTrainParams, config: dict, build
             live.log_metric("lr", lr)
             live.next_step()
         best.epochs_run = epoch
+        since = epoch - p.pseudo_label_from_epoch
+        if self_labelling and since >= 0 and since % p.pseudo_label_every == 0 and epoch < p.epochs:
+            y_train[:, 1] = torch.from_numpy(pseudo_labels(kept, train, p.normalize_targets)).to(device)
+            log.info("pseudo-labels: the network relabelled what its training rows lack (after epoch %d)", epoch)
         if improved:
             best.best_val_rmse, best.best_epoch = val_rmse, epoch
             best_state = {k: v.detach().float().cpu().contiguous().clone() if v.is_floating_point() else v.cpu().clone()
